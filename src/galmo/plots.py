@@ -1,0 +1,151 @@
+"""Every figure of galmo, in one style (matplotlib, Agg backend). Each function writes a PNG
+atomically and returns its path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from galmo.io import atomic_path  # noqa: E402
+
+plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 9,
+                     "axes.grid": False, "image.origin": "lower"})
+
+
+def savefig(fig, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def _as_rgb(img: np.ndarray) -> np.ndarray:
+    """Accept (H, W, 3) uint8/float composites or (C, H, W) float images."""
+    from galmo.transforms import composite
+
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[-1] == 3 and img.shape[0] != 3:
+        return img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img
+    if img.ndim == 2:
+        img = img[None]
+    return composite(img)
+
+
+def montage(images: Sequence[np.ndarray], path, titles: Sequence[str] | None = None, ncols: int = 8,
+            suptitle: str | None = None, cell: float = 1.25) -> Path:
+    """A grid of galaxies with optional titles (images as composites or (C, H, W) fluxes)."""
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + (0.3 if suptitle else 0)),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k < n:
+            ax.imshow(_as_rgb(images[k]), interpolation="nearest")
+            if titles is not None:
+                ax.set_title(str(titles[k]), fontsize=6.5, pad=2)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.subplots_adjust(wspace=0.05, hspace=0.25)
+    return savefig(fig, path)
+
+
+def class_grid(images_by_class: dict[str, Sequence[np.ndarray]], path, per_class: int = 6, cell: float = 1.1) -> Path:
+    """One column per class, ``per_class`` examples each, class names on top."""
+    names = list(images_by_class)
+    fig, axes = plt.subplots(per_class, len(names), figsize=(cell * len(names), cell * per_class + 0.6), squeeze=False)
+    for j, name in enumerate(names):
+        ims = list(images_by_class[name])
+        for i in range(per_class):
+            ax = axes[i, j]
+            ax.set_axis_off()
+            if i < len(ims):
+                ax.imshow(_as_rgb(ims[i]), interpolation="nearest")
+        axes[0, j].set_title(name.replace(" ", "\n", 2), fontsize=6.5)
+    fig.subplots_adjust(wspace=0.04, hspace=0.04)
+    return savefig(fig, path)
+
+
+def bar(counts: dict, path, title: str = "", xlabel: str = "", ylabel: str = "count") -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    keys = [str(k) for k in counts]
+    ax.bar(range(len(keys)), list(counts.values()), color="#3a6ea5")
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels(keys, rotation=40, ha="right", fontsize=7)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return savefig(fig, path)
+
+
+def histograms(df, columns: Sequence[str], path, by: str | None = None, bins: int = 30, ncols: int = 4) -> Path:
+    """Histograms of catalog columns, optionally one step-curve per value of ``by``."""
+    columns = [c for c in columns if c in df.columns]
+    nrows = max(1, int(np.ceil(len(columns) / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 2.3 * nrows), squeeze=False)
+    for ax, col in zip(axes.flat, columns):
+        vals = df[col].to_numpy(dtype=float)
+        finite = np.isfinite(vals)
+        edges = np.histogram_bin_edges(vals[finite], bins=bins) if finite.any() else bins
+        if by is None:
+            ax.hist(vals[finite], bins=edges, color="#3a6ea5")
+        else:
+            for key, sub in df.groupby(by):
+                v = sub[col].to_numpy(dtype=float)
+                ax.hist(v[np.isfinite(v)], bins=edges, histtype="step", label=str(key))
+        ax.set_title(col)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.set_axis_off()
+    if by is not None and columns:
+        axes.flat[0].legend(fontsize=5, ncol=1)
+    fig.tight_layout()
+    return savefig(fig, path)
+
+
+def confusion(matrix: np.ndarray, path, row_labels: Sequence[str], col_labels: Sequence[str],
+              title: str = "", normalize: str | None = "row", xlabel: str = "predicted", ylabel: str = "true") -> Path:
+    """A confusion (or contingency) matrix with counts annotated; colour by row fraction."""
+    m = np.asarray(matrix, dtype=float)
+    shown = m / np.maximum(m.sum(axis=1, keepdims=True), 1) if normalize == "row" else m
+    fig, ax = plt.subplots(figsize=(0.45 * len(col_labels) + 2.5, 0.4 * len(row_labels) + 1.8))
+    ax.imshow(shown, cmap="Blues", origin="upper", aspect="auto")
+    ax.set_xticks(range(len(col_labels)))
+    ax.set_xticklabels([str(c) for c in col_labels], rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(row_labels)))
+    ax.set_yticklabels([str(r) for r in row_labels], fontsize=7)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if m[i, j]:
+                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=5.5,
+                        color="white" if shown[i, j] > 0.5 * shown.max() else "black")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return savefig(fig, path)
+
+
+def scatter_labels(xy: np.ndarray, labels, path, title: str = "", xlabel: str = "", ylabel: str = "",
+                   s: float = 4.0, names: dict | None = None) -> Path:
+    """A 2-D map coloured by label (categorical)."""
+    xy = np.asarray(xy)
+    labels = np.asarray(labels)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    uniq = [u for u in np.unique(labels)]
+    cmap = plt.get_cmap("tab20" if len(uniq) > 10 else "tab10")
+    for k, u in enumerate(uniq):
+        sel = labels == u
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=s, color=cmap(k % cmap.N), label=str(names.get(u, u) if names else u),
+                   alpha=0.7, linewidths=0)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2 if len(uniq) > 10 else 1)
+    return savefig(fig, path)
