@@ -1,0 +1,62 @@
+"""Crash-safe outputs, the report assembler, colour composites and the backbone loader."""
+
+import numpy as np
+import pytest
+
+from galmo import report
+from galmo.errors import GalmoError
+from galmo.io import atomic_path, read_json, write_json
+from galmo.transforms import asinh_stretch, legacy_rgb
+
+
+def test_atomic_path_leaves_nothing_on_crash(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_text("old complete content\n")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old complete content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+    write_json(tmp_path / "m.json", {"a": np.float32(0.5), "b": np.arange(3)})
+    assert read_json(tmp_path / "m.json") == {"a": 0.5, "b": [0, 1, 2]}
+
+
+def test_report_embeds_figures_in_order(tmp_path):
+    from galmo.plots import bar
+
+    fig = bar({"a": 1, "b": 3}, tmp_path / "figures" / "c.png", title="t")
+    report.add_section(tmp_path, "supervised", "Supervised", "<p>sup</p>", [fig], ["counts"])
+    report.add_section(tmp_path, "overview", "The sample", "<p>ov</p>")
+    html = report.build_report(tmp_path).read_text()
+    assert html.index("The sample") < html.index("Supervised")  # overview first whatever the write order
+    assert "data:image/png;base64," in html and "counts" in html
+
+
+def test_legacy_rgb_colours_and_range():
+    flux = np.zeros((3, 8, 8), np.float32)
+    flux[2] = 1.0  # only z-band flux → red plane dominates
+    rgb = legacy_rgb(flux)
+    assert rgb.shape == (8, 8, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    assert (rgb[..., 0] > rgb[..., 2]).all()
+    s = asinh_stretch(np.stack([np.full((4, 4), np.nan), np.arange(16.0).reshape(4, 4)]))
+    assert np.isfinite(s).all() and s[1].max() == pytest.approx(1.0, abs=0.02)
+
+
+def test_offline_backbone_loads_real_weights_and_refuses_unknown(tmp_path):
+    import torch
+
+    from galmo.backbones import create_backbone, encode
+
+    m = create_backbone("tf_efficientnet_lite0")
+    # ImageNet weights, not random: the BN running stats of the stem are not the init values
+    assert not torch.allclose(m.bn1.running_var, torch.ones_like(m.bn1.running_var))
+    rng = np.random.default_rng(0)
+    f = encode(m, rng.random((4, 3, 32, 32), dtype=np.float32), size=64)
+    assert f.shape == (4, 1280) and np.isfinite(f).all() and f.std() > 0
+    with pytest.raises(GalmoError, match="--weights FILE"):
+        create_backbone("convnext_large")
+    bad = tmp_path / "w.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(GalmoError, match="cannot read weights"):
+        create_backbone("resnet18", weights=str(bad))
