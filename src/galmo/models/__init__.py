@@ -13,6 +13,7 @@ from galmo.errors import GalmoError
 
 FAMILIES = [
     "galmo.models.timm_models",
+    "galmo.models.patch_transformer",
     "galmo.models.cnn",
 ]
 _REGISTRY: dict[str, Callable] = {}

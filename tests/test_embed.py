@@ -1,0 +1,186 @@
+"""Embeddings: faiss exact vs ANN, similarity, outliers, probes, and the CLI verbs end to end."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from galmo.embed import (SimilarityIndex, index_for, neighbour_agreement, neighbours, outlier_scores, probe,
+                         probe_splits, read_embeddings, write_embeddings)
+from galmo.errors import GalmoError
+
+
+# ---------------------------------------------------------------- a toy Galaxy10-schema source
+def make_toy_h5(path, n=120, size=32, seed=0, anomalies=0.1):
+    """Three blob classes (round, elongated, ring) with redshift-dependent size, flux and colour, plus
+    injected anomalies (a bright off-centre streak) flagged in the truth parquet."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    label = np.arange(n) % 3
+    z = rng.uniform(0.05, 0.4, n)
+    anom = np.zeros(n, bool)
+    anom[rng.choice(n, size=int(round(anomalies * n)), replace=False)] = True
+    flux = np.zeros((n, 3), np.float32)
+    images = np.zeros((n, size, size, 3), np.uint8)
+    for i in range(n):
+        r0 = 0.6 / z[i] * size / 32
+        th = rng.uniform(0, np.pi)
+        u = xx * np.cos(th) + yy * np.sin(th)
+        v = -xx * np.sin(th) + yy * np.cos(th)
+        if label[i] == 0:
+            prof = np.exp(-(u ** 2 + v ** 2) / (2 * r0 ** 2))
+        elif label[i] == 1:
+            prof = np.exp(-(u ** 2 / (2 * (2 * r0) ** 2) + v ** 2 / (2 * (0.35 * r0) ** 2)))
+        else:
+            rr = np.hypot(u, v)
+            prof = np.exp(-((rr - 1.6 * r0) ** 2) / (2 * (0.35 * r0) ** 2)) + 0.5 * np.exp(-rr ** 2 / (0.5 * r0 ** 2))
+        if anom[i]:
+            prof = prof + 1.5 * np.exp(-((v - 0.25 * size) ** 2) / 2.0)
+        colour = np.array([1.0 - z[i], 1.0, 1.0 + 2 * z[i]])  # g, r, z
+        f = 30 / z[i] ** 2 * colour
+        flux[i] = f
+        img = prof[None] * f[:, None, None] / f.max() + rng.normal(0, 0.03, (3, size, size))
+        images[i] = np.clip(img[::-1].transpose(1, 2, 0) * 220, 0, 255).astype(np.uint8)  # RGB = z, r, g
+    ids = np.array([f"toy{i:04d}" for i in range(n)])
+    with h5py.File(path, "w") as f:
+        f["images"] = images
+        f["ans"] = label
+        f["redshift"] = z
+        f["id"] = ids.astype("S")
+        f.attrs["class_names"] = json.dumps(["round", "elongated", "ring"])
+        f.attrs["bands"] = "g,r,z"
+    truth = pd.DataFrame({"id": ids, "flux_g": flux[:, 0], "flux_r": flux[:, 1], "flux_z": flux[:, 2],
+                          "is_anomaly": anom, "anomaly_type": np.where(anom, "streak", "")})
+    truth.to_parquet(str(path)[:-3] + ".truth.parquet", index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_toy_h5(tmp_path_factory.mktemp("toy") / "toy.h5")
+
+
+def _clusters(n=600, d=16, k=4, seed=0, spread=0.3):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (k, d))
+    y = np.arange(n) % k
+    return centres[y] + spread * rng.normal(0, 1, (n, d)), y
+
+
+# ---------------------------------------------------------------- faiss
+def test_exact_and_ann_agree_on_small_data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 32)).astype(np.float32)
+    Q = X[:100] + 0.05 * rng.normal(size=(100, 32)).astype(np.float32)
+    _, exact = SimilarityIndex("exact").fit(X).search(Q, 10)
+    _, hnsw = SimilarityIndex("hnsw", M=16, ef_search=128).fit(X).search(Q, 10)
+    _, ivf = SimilarityIndex("ivf", nlist=32, nprobe=32).fit(X).search(Q, 10)  # nprobe = nlist: exhaustive
+    rec = lambda a: np.mean([len(set(a[i]) & set(exact[i])) / 10 for i in range(len(Q))])  # noqa: E731
+    assert rec(hnsw) >= 0.95
+    assert rec(ivf) == pytest.approx(1.0)
+    # brute-force cosine gives the same top-1 as faiss exact
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    assert np.array_equal((Qn @ Xn.T).argmax(1), exact[:, 0])
+
+
+def test_similar_returns_query_first_and_index_is_reused(tmp_path):
+    X, y = _clusters()
+    ids = [f"g{i}" for i in range(len(X))]
+    p = write_embeddings(tmp_path / "emb.parquet", ids, X, {"model": "test"})
+    index, emb, reused = index_for(p)
+    assert not reused and (tmp_path / "emb.parquet.faiss").exists()
+    t = neighbours(index, emb, "g7", k=10)
+    assert t["id"].iloc[0] == "g7" and t["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    assert (y[t["position"].to_numpy()] == y[7]).mean() == 1.0  # well-separated clusters
+    _, _, reused = index_for(p)
+    assert reused
+    write_embeddings(p, ids, X * 2 + 1, {"model": "test"})  # changed file → rebuilt
+    _, _, reused = index_for(p)
+    assert not reused
+    assert neighbour_agreement(X, y, k=10) > 0.95
+    with pytest.raises(GalmoError, match="not in the embeddings"):
+        neighbours(index, emb, "nope")
+
+
+def test_embeddings_parquet_roundtrip(tmp_path):
+    X = np.random.default_rng(1).normal(size=(7, 5)).astype(np.float32)
+    p = write_embeddings(tmp_path / "e.parquet", list("abcdefg"), X, {"model": "m"},
+                         extra=pd.DataFrame({"label": np.arange(7)}))
+    e = read_embeddings(p)
+    assert e.meta["dim"] == 5 and e.meta["model"] == "m"
+    np.testing.assert_array_equal(e.X, X)
+    assert list(e.ids) == list("abcdefg") and "label" in e.table.columns
+    (tmp_path / "bad.parquet").write_text("nope")
+    with pytest.raises(GalmoError, match="bad.parquet"):
+        read_embeddings(tmp_path / "bad.parquet")
+
+
+# ---------------------------------------------------------------- outliers and probes
+def test_outlier_auroc_on_obvious_anomalies():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 8))
+    anom = np.zeros(500, bool)
+    anom[rng.choice(500, 25, replace=False)] = True
+    X[anom] += rng.normal(0, 1, (25, 8)) * 4 + 3
+    score, parts = outlier_scores(X, return_parts=True)
+    assert roc_auc_score(anom, score) > 0.95
+    assert roc_auc_score(anom, parts["isolation_forest"]) > 0.9 and roc_auc_score(anom, parts["lof"]) > 0.9
+    assert 0 < score.min() and score.max() <= 1
+
+
+def test_probe_with_fraction():
+    X, y = _clusters(n=1000, d=16, k=4, spread=1.5)
+    splits = probe_splits(y, 0.01, folds=5, seed=0)
+    assert all(len(np.unique(y[tr])) == 4 and 8 <= len(tr) <= 12 and not set(tr) & set(te) for tr, te in splits)
+    lo, hi = probe(X, y, 0.01), probe(X, y, 1.0)
+    assert lo["n_train_mean"] < 15 and hi["n_train_mean"] == 800
+    assert 0.4 < lo["mean"] < hi["mean"] and hi["mean"] > 0.85
+    chance = probe(np.random.default_rng(3).normal(size=X.shape), y, 1.0)
+    assert chance["mean"] < 0.35
+    # regression: a redshift linear in the features is recovered, σ_NMAD small
+    z = 0.3 + 0.05 * X[:, 0]
+    r = probe(X, z, 0.1, kind="regression")
+    assert r["metric"] == "sigma_nmad" and r["mean"] < 0.01
+    with pytest.raises(GalmoError, match="fraction"):
+        probe(X, y, 0.0)
+
+
+# ---------------------------------------------------------------- the verbs, end to end on a toy source
+def test_cli_end_to_end(toy, tmp_path, capsys):
+    from galmo.cli import main
+
+    run = tmp_path / "pt"
+    assert main(["pretrain", "--data", str(toy), "--out", str(run), "--epochs", "2", "--photometry",
+                 "--device", "cpu", "--batch-size", "32", "--patch-size", "8"]) == 0
+    assert (run / "model.safetensors").exists() and (run / "config.json").exists()
+    emb = tmp_path / "emb.parquet"
+    assert main(["embed", "--model", str(run), "--data", str(toy), "--out", str(emb), "--no-progress"]) == 0
+    e = read_embeddings(emb)
+    assert e.X.shape == (120, 64) and e.meta["model"] == str(run) and e.meta["photometry_tokens"]
+    capsys.readouterr()
+    assert main(["similar", "--index", str(emb), "--id", "toy0005", "-k", "5", "--out",
+                 str(tmp_path / "nb.csv")]) == 0
+    nb = pd.read_csv(tmp_path / "nb.csv")
+    assert nb["id"].iloc[0] == "toy0005" and len(nb) == 5 and (tmp_path / "nb.png").exists()
+    assert main(["outliers", "--emb", str(emb), "--out", str(tmp_path / "out"), "--top", "8"]) == 0
+    m = json.loads((tmp_path / "out" / "outliers_metrics.json").read_text())
+    assert m["auroc_injected"] > 0.5
+    ranked = pd.read_csv(tmp_path / "out" / "outliers.csv")
+    assert len(ranked) == 120 and ranked["anomaly_score"].is_monotonic_decreasing
+    assert main(["probe", "--emb", str(emb), "--labels", "label", "--fraction", "0.5", "--folds", "3",
+                 "--no-cnn", "--out", str(tmp_path / "probe.json")]) == 0
+    r = json.loads((tmp_path / "probe.json").read_text())["results"][0]
+    assert r["mean"] > 0.5  # three toy classes: well above chance (1/3)
+    # a timm backbone is an encoder too (offline EfficientNet-Lite0, small input for speed)
+    e2 = tmp_path / "lite0.parquet"
+    assert main(["embed", "--data", str(toy), "--out", str(e2), "--image-size", "32", "--no-progress"]) == 0
+    assert read_embeddings(e2).X.shape == (120, 1280)
+    # bad input: one clear message, exit status 2
+    assert main(["similar", "--index", str(tmp_path / "missing.parquet"), "--id", "x"]) == 2
+    assert "missing.parquet" in capsys.readouterr().err

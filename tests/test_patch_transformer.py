@@ -1,0 +1,96 @@
+"""The AstroPT-like patch transformer: spiral order, causality, photometry tokens, pretraining."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from galmo.checkpoint import load_checkpoint
+from galmo.models import create
+from galmo.models.patch_transformer import PatchTransformer, PretrainTask, normalise_images, spiral_order
+from galmo.train import TrainConfig, fit
+
+
+@pytest.mark.parametrize("g", [1, 2, 3, 4, 5, 8])
+def test_spiral_order_centre_first_covers_every_patch_once(g):
+    order = spiral_order(g)
+    assert sorted(order.tolist()) == list(range(g * g))
+    i, j = np.divmod(order, g)
+    ring = np.maximum(np.abs(i - (g - 1) / 2), np.abs(j - (g - 1) / 2))
+    assert ring[0] == ring.min()                      # starts at (one of) the central patch(es)
+    assert np.all(np.diff(ring) >= 0)                 # never goes back inward
+    steps = np.maximum(np.abs(np.diff(i)), np.abs(np.diff(j)))
+    assert g == 1 or (steps == 1).mean() > 0.8                 # mostly walks to an adjacent patch (a spiral)
+    if g == 3:
+        assert order[0] == 4 and list(order[1:]) == [0, 1, 2, 5, 8, 7, 6, 3]  # clockwise ring
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    base = dict(in_chans=2, img_size=16, patch_size=4, size="tiny")
+    base.update(kw)
+    return create("patch_transformer", **base).eval()
+
+
+def test_causal_masking_future_patches_do_not_change_earlier_outputs():
+    m = _model()
+    x = torch.rand(2, 2, 16, 16)
+    p = m.prepare(x)
+    h = m.hidden(p)
+    k = 7
+    p2 = p.clone()
+    p2[:, k:] += torch.randn_like(p2[:, k:])      # change every patch from position k on
+    h2 = m.hidden(p2)
+    assert torch.allclose(h[:, :k], h2[:, :k], atol=1e-5)
+    assert not torch.allclose(h[:, k:], h2[:, k:], atol=1e-3)
+
+
+def test_photometry_tokens_chained_after_image_tokens():
+    m = _model(n_phot=3, phot_names=["mag:g", "mag:r", "color:g-r"])
+    x = torch.rand(4, 2, 16, 16)
+    phot = torch.tensor([[20.0, 19.5, 0.5]] * 4) + torch.randn(4, 3)
+    m.set_photometry_stats(phot.numpy())
+    h = m.hidden(m.prepare(x), m._phot_values(phot, 4, "cpu"))
+    assert h.shape == (4, m.n_patches + 3, m.num_features)
+    img_pred, phot_pred = m(x, phot)
+    assert img_pred.shape == (4, m.n_patches - 1, 2 * 4 * 4) and phot_pred.shape == (4, 3)
+    f1 = m.forward_features(x, phot)
+    f2 = m.forward_features(x, phot + 3.0)
+    assert f1.shape == (4, m.num_features) and not torch.allclose(f1, f2, atol=1e-4)
+    # photometry tokens come after the image: image-token states do not depend on them (causal)
+    h2 = m.hidden(m.prepare(x), m._phot_values(phot + 3.0, 4, "cpu"))
+    assert torch.allclose(h[:, :m.n_patches], h2[:, :m.n_patches], atol=1e-5)
+    with pytest.raises(Exception, match="photometry"):
+        m.forward_features(x)
+
+
+def test_normalisation_is_robust_and_scale_free():
+    x = torch.rand(3, 3, 16, 16)
+    y1, y2 = normalise_images(x), normalise_images(50 * x + 7)   # other units and sky level
+    assert torch.allclose(y1, y2, atol=1e-4)
+    x[0, 0, 0, 0] = float("nan")
+    assert torch.isfinite(normalise_images(x)).all()
+
+
+def test_pretraining_lowers_the_loss_and_checkpoint_roundtrips(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(16.0) - 7.5, torch.arange(16.0) - 7.5, indexing="ij")
+    r = torch.rand(256, 1, 1, generator=g) * 3 + 1.5
+    blobs = torch.exp(-(xx ** 2 + yy ** 2) / (2 * r ** 2))
+    x = torch.stack([blobs, 0.7 * blobs], 1) + 0.02 * torch.randn(256, 2, 16, 16, generator=g)
+    kw = dict(in_chans=2, img_size=16, patch_size=4, size="tiny")
+    torch.manual_seed(0)
+    model = create("patch_transformer", **kw)
+    task = PretrainTask()
+    val = TensorDataset(x[:64])
+    with torch.no_grad():
+        before = task.evaluate(model.eval(), [(x[:64],)])["val_loss"]
+    cfg = TrainConfig(epochs=6, batch_size=32, lr=2e-3, device="cpu", progress=False, seed=0)
+    summary = fit(model, TensorDataset(x[64:]), val, task, cfg, tmp_path, model_name="patch_transformer",
+                  model_kwargs=kw)
+    after = summary["best"]["val_loss"]
+    assert after < 0.6 * before
+    loaded, cfg_json = load_checkpoint(tmp_path)
+    assert isinstance(loaded, PatchTransformer) and cfg_json["model"]["name"] == "patch_transformer"
+    with torch.no_grad():
+        assert torch.allclose(loaded.forward_features(x[:4]), model.eval().forward_features(x[:4]), atol=1e-5)
