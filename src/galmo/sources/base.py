@@ -1,0 +1,375 @@
+"""What every image source shares: the :class:`Source` interface, per-file reading, size fitting.
+
+Conventions (all readers):
+
+* images come out as float32 ``(B, C, H, W)``; channel ``k`` is band ``src.bands[k]`` and bands
+  are in wavelength order, bluest first (the order :func:`galmo.transforms.composite` expects).
+  RGB files (JPEG/PNG composites) are therefore read as (B, G, R) planes.
+* kind ``'image'`` is display-normalised to [0, 1]; other kinds (``'flux'``, ``'noiseless'``) are
+  physical values where a source has them; ``src.kinds`` lists what exists.
+* ``src.catalog`` rows and the ``idx`` of :meth:`Source.read` are row *positions* (0..len-1).
+* ``on_error='raise'``: the first bad item raises :class:`~galmo.errors.BadInput` naming its file.
+  ``on_error='skip'``: bad items found when the source is opened are left out of the catalog; items
+  that fail later, while decoding, are left out of :meth:`Source.iter_batches`; both are listed in
+  ``src.rejected`` as ``(ref, reason)``. :meth:`Source.read` always returns exactly the rows asked
+  for, so it raises for an undecodable item in either mode.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from galmo.errors import BadInput, GalmoError
+
+ON_ERROR = ("raise", "skip")
+
+
+class Source(abc.ABC):
+    """A set of galaxy images with a catalog (see the module docstring for the conventions).
+
+    Subclasses set ``catalog``, ``bands``, ``class_names``, ``kinds``, ``_shape`` in ``__init__`` and
+    implement :meth:`_read_rows`.
+    """
+
+    format: str = "?"
+
+    def __init__(self, path, on_error: str = "raise"):
+        if on_error not in ON_ERROR:
+            raise GalmoError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.path = Path(path)
+        self.on_error = on_error
+        self.rejected: list[tuple[str, str]] = []
+        self.notes: list[str] = []  # what the reader did to the data (resized, NaNs filled, ...)
+        self.catalog: pd.DataFrame = pd.DataFrame({"id": []})
+        self.bands: tuple[str, ...] = ()
+        self.class_names: list[str] | None = None
+        self.kinds: tuple[str, ...] = ("image",)
+        self._shape: tuple[int, int, int] = (0, 0, 0)
+
+    # ------------------------------------------------------------------ public interface
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image this source yields."""
+        return self._shape
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path} n={len(self)} shape={self.shape} bands={self.bands}>"
+
+    def read(self, idx, kind: str = "image") -> np.ndarray:
+        """float32 (B, C, H, W) images of catalog row positions ``idx`` (int, slice, sequence).
+
+        Always 4-D (an int gives B=1) and in the order asked for; duplicates allowed.
+        """
+        pos = self._positions(idx)
+        self._check_kind(kind)
+        if len(pos) == 0:
+            return np.zeros((0, *self.shape), np.float32)
+        _, images = self._read_rows(pos, kind, skip=False)
+        return images
+
+    def iter_batches(self, batch_size: int = 256, kind: str = "image",
+                     progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(row_positions, images)`` over the whole catalog, in order, ``batch_size`` at a time.
+
+        With ``on_error='skip'`` an item that fails to decode is left out of its batch (so
+        ``row_positions`` says which rows the images belong to) and added to ``rejected``.
+        """
+        if batch_size < 1:
+            raise GalmoError(f"batch_size must be >= 1, got {batch_size}")
+        self._check_kind(kind)
+        from tqdm.auto import tqdm
+
+        n = len(self)
+        with tqdm(total=n, disable=not progress, unit="img", desc=f"reading {self.path.name}",
+                  leave=False) as bar:
+            for start in range(0, n, batch_size):
+                pos = np.arange(start, min(n, start + batch_size))
+                ok, images = self._read_rows(pos, kind, skip=self.on_error == "skip")
+                bar.update(len(pos))
+                if len(ok):
+                    yield ok, images
+                del ok, images  # hold no batch while the next one is read
+
+    def close(self) -> None:
+        """Release open files (a no-op for most sources)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ for subclasses
+    @abc.abstractmethod
+    def _read_rows(self, pos: np.ndarray, kind: str, skip: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Images for sorted-or-not positions ``pos``; returns (positions read, images).
+
+        With ``skip`` False every position must be returned or BadInput raised; with ``skip``
+        True failing items are recorded with :meth:`_reject` and left out.
+        """
+
+    def _reject(self, ref, reason: str) -> None:
+        self.rejected.append((str(ref), str(reason)))
+
+    def _note(self, message: str, warn: bool = True) -> None:
+        """Remember (and warn about) something the reader did to the data."""
+        if message not in self.notes:
+            self.notes.append(message)
+            if warn:
+                warnings.warn(f"{self.path}: {message}", stacklevel=_caller_level())
+
+    def _positions(self, idx) -> np.ndarray:
+        n = len(self)
+        if isinstance(idx, slice):
+            return np.arange(n)[idx]
+        pos = np.atleast_1d(np.asarray(idx))
+        if pos.dtype == bool:
+            if pos.shape != (n,):
+                raise IndexError(f"boolean index of length {len(pos)} for a source of {n} rows")
+            return np.flatnonzero(pos)
+        if pos.size and pos.dtype.kind not in "iu":
+            raise IndexError(f"row positions must be integers, got dtype {pos.dtype}")
+        pos = pos.astype(np.int64).ravel()
+        pos = np.where(pos < 0, pos + n, pos)
+        if pos.size and (pos.min() < 0 or pos.max() >= n):
+            raise IndexError(f"row position out of range for a source of {n} rows")
+        return pos
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in self.kinds:
+            raise GalmoError(f"this {self.format} source has no kind {kind!r} (available: "
+                             f"{', '.join(self.kinds)})", path=self.path)
+
+
+# ===================================================================== sources of one file per image
+class FileSource(Source):
+    """A source whose images are one file each (FITS cutouts, PNG/JPEG, GZ2 jpgs).
+
+    Subclasses implement :meth:`_load(path, kind) -> (C, H, W) float32` (any size; raise BadInput
+    for a bad file). Images of another size than :attr:`shape` are fitted with :func:`fit_to_size`
+    (``fit='resize'`` or ``'crop'``). Decoding runs on a few threads.
+    """
+
+    workers: int = min(4, os.cpu_count() or 1)
+    fit: str = "resize"
+
+    def _read_rows(self, pos, kind, skip):
+        refs = self.catalog["ref"].to_numpy()
+        h, w = self.shape[1:]
+
+        def one(p):
+            try:
+                img = self._load(refs[p], kind)
+                if img.shape[0] != self.shape[0]:
+                    raise BadInput(f"has {img.shape[0]} bands, expected {self.shape[0]} "
+                                   f"({', '.join(self.bands)})", path=refs[p])
+                return fit_to_size(img, (h, w), self.fit), None
+            except BadInput as e:
+                if not skip:
+                    raise
+                return None, str(e.args[0]).removeprefix(f"{refs[p]}: ")
+
+        results = thread_map(one, pos, self.workers)
+        ok = [k for k, (img, _) in enumerate(results) if img is not None]
+        for k, (img, reason) in enumerate(results):
+            if img is None:
+                self._reject(refs[pos[k]], reason)
+        images = np.stack([results[k][0] for k in ok]) if ok else np.zeros((0, *self.shape), np.float32)
+        return pos[ok], images.astype(np.float32, copy=False)
+
+    @abc.abstractmethod
+    def _load(self, path: str, kind: str) -> np.ndarray:
+        """One file → float32 (C, H, W) of kind ``kind`` at its own size."""
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside ``galmo.sources``."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("galmo.sources"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def thread_map(fn: Callable, items: Sequence, workers: int) -> list:
+    """``[fn(x) for x in items]`` on up to ``workers`` threads (in order; first exception raised)."""
+    if workers <= 1 or len(items) < 4:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
+
+
+def fit_to_size(img: np.ndarray, size: tuple[int, int], fit: str = "resize") -> np.ndarray:
+    """Bring a (C, H, W) float32 image to ``size`` = (H, W).
+
+    ``'resize'``: centre-crop to the target aspect ratio, then resample (Pillow, antialiased
+    bilinear: pixel values are local averages, so surface brightness is kept, not total flux).
+    ``'crop'``: keep the pixel scale: centre-crop larger images, zero-pad smaller ones.
+    """
+    c, h, w = img.shape
+    th, tw = size
+    if (h, w) == (th, tw):
+        return img
+    if fit == "crop":
+        out = np.zeros((c, th, tw), np.float32)
+        sh, sw = min(h, th), min(w, tw)
+        y0, x0 = (h - sh) // 2, (w - sw) // 2
+        Y0, X0 = (th - sh) // 2, (tw - sw) // 2
+        out[:, Y0:Y0 + sh, X0:X0 + sw] = img[:, y0:y0 + sh, x0:x0 + sw]
+        return out
+    if fit != "resize":
+        raise ValueError(f"fit must be 'resize' or 'crop', got {fit!r}")
+    from PIL import Image
+
+    # centre-crop to the target aspect ratio
+    if h * tw > w * th:
+        ch = max(1, round(w * th / tw))
+        y0 = (h - ch) // 2
+        img = img[:, y0:y0 + ch]
+    elif h * tw < w * th:
+        cw = max(1, round(h * tw / th))
+        x0 = (w - cw) // 2
+        img = img[:, :, x0:x0 + cw]
+    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(b, np.float32), mode="F")
+                         .resize((tw, th), Image.Resampling.BILINEAR)) for b in img]
+    return np.stack(planes).astype(np.float32, copy=False)
+
+
+def parse_size(size) -> tuple[int, int] | None:
+    """``None``, an int, or (H, W) → (H, W) or None."""
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    h, w = (int(v) for v in size)
+    if h < 1 or w < 1:
+        raise GalmoError(f"size must be positive, got {size}")
+    return h, w
+
+
+def label_columns(labels: Iterable, n: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """Turn raw label values (ints, strings, or missing) into (label int64, label_name, class_names).
+
+    Integers are kept (class names '0'..'max'); strings become indices into their sorted unique
+    values; missing values (None, NaN, '') become -1 / ''.
+    """
+    s = pd.Series(list(labels), dtype=object)
+    missing = s.map(lambda v: v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+                    or (isinstance(v, str) and not v.strip()))
+    present = s[~missing]
+    label = np.full(len(s), -1, np.int64)
+    name = np.full(len(s), "", dtype=object)
+    if present.empty:
+        return label, name, None
+    as_num = pd.to_numeric(present, errors="coerce")
+    if as_num.notna().all() and np.all(np.mod(as_num.to_numpy(float), 1) == 0):
+        ints = as_num.to_numpy(float).astype(np.int64)
+        if ints.min() < -1:
+            raise GalmoError(f"integer labels must be >= -1, found {ints.min()}")
+        label[~missing.to_numpy()] = ints
+        classes = [str(k) for k in range(max(0, ints.max() + 1))]
+        name[label >= 0] = [classes[k] for k in label[label >= 0]]
+        return label, name, classes or None
+    strings = present.map(lambda v: str(v).strip())
+    classes = sorted(strings.unique())
+    lookup = {c: k for k, c in enumerate(classes)}
+    label[~missing.to_numpy()] = strings.map(lookup).to_numpy(np.int64)
+    name[~missing.to_numpy()] = strings.to_numpy(object)
+    return label, name, classes
+
+
+def write_rejected(src: Source, run_dir) -> Path:
+    """Write ``run_dir/rejected.csv`` (columns ``ref``, ``reason``) atomically; header only if none."""
+    from galmo.io import atomic_path
+
+    path = Path(run_dir) / "rejected.csv"
+    df = pd.DataFrame(src.rejected, columns=["ref", "reason"])
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+def apply_label_csv(src: Source, labels) -> None:
+    """Attach labels from a CSV (columns ``filename`` or ``id``, and ``label``) to ``src.catalog``.
+
+    ``filename`` matches the image's file name or its path relative to the source folder; ``id``
+    matches the catalog id. Other columns of the CSV are added to the catalog. Images without a row
+    get label -1; rows without an image are counted in ``src.notes``.
+    """
+    path = Path(labels)
+    if not path.is_file():
+        raise GalmoError("no such label file", path=path)
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:
+        raise GalmoError(f"cannot read label CSV ({type(e).__name__}: {e})", path=path) from e
+    cols = ", ".join(map(str, df.columns)) or "none"
+    if "label" not in df.columns:
+        raise GalmoError(f"label file has no 'label' column (columns: {cols}); expected 'filename' or 'id', "
+                         f"and 'label'", path=path)
+    key = "filename" if "filename" in df.columns else "id" if "id" in df.columns else None
+    if key is None:
+        raise GalmoError(f"label file has neither a 'filename' nor an 'id' column (columns: {cols})", path=path)
+    keys = df[key].astype(str).str.strip()
+    dup = keys[keys.duplicated()]
+    if len(dup):
+        raise GalmoError(f"label file lists {dup.iloc[0]!r} more than once ({len(dup)} duplicates)", path=path)
+    lookup = _row_lookup(src, key)
+    pos = keys.map(lambda k: lookup.get(k, lookup.get(k.replace("\\", "/"), -1))).to_numpy(np.int64)
+    matched = pos >= 0
+    if not matched.any():
+        raise GalmoError(f"no row of the label file matches an image (by {key}; e.g. {keys.iloc[0]!r})", path=path)
+    if (~matched).any():
+        src._note(f"{int((~matched).sum())} rows of {path.name} match no image (e.g. {keys[~matched].iloc[0]!r})")
+    n = len(src.catalog)
+    all_labels, all_names, classes = label_columns(df["label"])  # classes from every row of the CSV
+    label = np.full(n, -1, np.int64)
+    name = np.full(n, "", dtype=object)
+    label[pos[matched]] = all_labels[matched]
+    name[pos[matched]] = all_names[matched]
+    cat = src.catalog.copy()
+    cat["label"], cat["label_name"] = label, name
+    for col in df.columns:
+        if col in (key, "label", "id", "ref"):
+            continue
+        values = pd.Series(np.nan, index=range(n), dtype=object)
+        values.iloc[pos[matched]] = df[col].to_numpy(object)[matched]
+        cat[col] = _maybe_numeric(values)
+    src.catalog = cat
+    src.class_names = classes
+    unlabelled = int((label < 0).sum())
+    if unlabelled:
+        src._note(f"{unlabelled} images have no label in {path.name} (label -1)", warn=False)
+
+
+def _row_lookup(src: Source, key: str) -> dict[str, int]:
+    if key == "id":
+        return {str(v): i for i, v in enumerate(src.catalog["id"])}
+    lookup: dict[str, int] = {}
+    root = src.path if src.path.is_dir() else src.path.parent
+    for i, ref in enumerate(src.catalog["ref"]):
+        p = Path(ref)
+        lookup.setdefault(p.name, i)
+        try:
+            lookup[p.relative_to(root).as_posix()] = i
+        except ValueError:
+            pass
+    return lookup
+
+
+def _maybe_numeric(values: pd.Series) -> pd.Series:
+    """``values`` as numbers when every present value is one, else unchanged."""
+    num = pd.to_numeric(values, errors="coerce")
+    return num if num.notna().sum() == values.notna().sum() else values
