@@ -28,14 +28,14 @@ def savefig(fig, path: str | os.PathLike) -> Path:
 
 def _as_rgb(img: np.ndarray) -> np.ndarray:
     """Accept (H, W, 3) uint8/float composites or (C, H, W) float images."""
-    from galmo.transforms import composite
+    from galmo.transforms import display_rgb
 
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[-1] == 3 and img.shape[0] != 3:
         return img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img
     if img.ndim == 2:
         img = img[None]
-    return composite(img)
+    return display_rgb(img)
 
 
 def montage(images: Sequence[np.ndarray], path, titles: Sequence[str] | None = None, ncols: int = 8,
@@ -148,4 +148,44 @@ def scatter_labels(xy: np.ndarray, labels, path, title: str = "", xlabel: str = 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2 if len(uniq) > 10 else 1)
+    return savefig(fig, path)
+
+
+# ---------------------------------------------------------------- supervised (issue 4)
+def accuracy_coverage_curve(curves: dict, path, title: str = "accuracy vs coverage",
+                            marks: Sequence[float] = (0.5,)) -> Path:
+    """Accuracy of the most confident fraction vs that fraction; ``curves`` maps label → (coverage, accuracy)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for label, (cov, acc) in curves.items():
+        ax.plot(np.asarray(cov) * 100, np.asarray(acc) * 100, label=str(label))
+    for m in marks:
+        ax.axvline(m * 100, color="#999", lw=0.8, ls="--")
+    ax.set_xlabel("coverage: most confident galaxies kept (%)")
+    ax.set_ylabel("accuracy on them (%)")
+    ax.set_xlim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(fontsize=7)
+    return savefig(fig, path)
+
+
+def reliability_diagram(bins: dict, path, ece: float | None = None, title: str = "reliability") -> Path:
+    """Accuracy vs confidence per bin (``galmo.metrics.reliability_bins``) with the diagonal and counts."""
+    edges = np.asarray(bins["edges"])
+    centers = (edges[:-1] + edges[1:]) / 2
+    ok = np.asarray(bins["count"]) > 0
+    fig, (ax, axc) = plt.subplots(2, 1, figsize=(4.2, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.bar(centers[ok], np.asarray(bins["accuracy"])[ok], width=np.diff(edges)[ok], edgecolor="#234",
+           color="#3a6ea5", alpha=0.8, label="accuracy")
+    ax.plot([0, 1], [0, 1], color="#c33", lw=1, label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title + (f" (ECE = {ece:.3f})" if ece is not None else ""))
+    axc.bar(centers, bins["count"], width=np.diff(edges), color="#777")
+    axc.set_yscale("log")
+    axc.set_xlabel("confidence (max probability)")
+    axc.set_ylabel("galaxies")
     return savefig(fig, path)

@@ -73,3 +73,87 @@ def composite(img: np.ndarray, bands=None) -> np.ndarray:
     else:
         rgb = s[..., [2, 1, 0], :, :] if c == 3 else s[..., [c - 1, c // 2, 0], :, :]
     return np.moveaxis(rgb, -3, -1)
+
+
+# ---------------------------------------------------------------- adaptive polar unwrap (unsupervised, issue 3)
+def polar_unwrap(images: np.ndarray, step: float = 0.05, radius: int | None = None, centre_frac: float = 0.125,
+                 smooth_sigma: float = 1.5, ref_annulus: tuple[float, float] = (0.15, 0.35), mirror: bool = True,
+                 return_params: bool = False):
+    """Adaptive polar unwrap (Fang et al. 2023, as in eUML) of a batch (N, C, H, W), rotation-normalised.
+
+    * origin: the brightest pixel within ``centre_frac``·size of the image centre, found on the
+      band-summed image smoothed with a Gaussian of ``smooth_sigma`` px (a single hot or noisy
+      pixel cannot move it);
+    * angle 0: the direction of the faintest light near the centre. eUML takes the faintest single
+      pixel, which on noisy data is decided by the noise. Here it is the minimum of the azimuthal
+      profile averaged over the annulus ``ref_annulus`` (fractions of the half width) of the
+      smoothed image, itself smoothed circularly over ±2 angle bins;
+    * sampling: one column per ``step`` radians (2π/step rounded, so a rotation is an exact
+      column shift), one row per pixel of radius out to half the width (``radius``);
+    * ``mirror``: the unwrap is followed by its angular mirror image, doubling the width, so the
+      image is also normalised against reflection.
+
+    Batched: one bilinear ``grid_sample`` for the whole batch. Returns (N, C, R, A) or (N, C, R, 2A)
+    float32; with ``return_params`` also (origin_yx (N, 2), angle0 (N,)).
+    """
+    import torch
+    import torch.nn.functional as F
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"polar_unwrap expects (N, C, H, W), got {x.shape}")
+    n, c, h, w = x.shape
+    R = int(radius or min(h, w) // 2)
+    A = max(8, int(round(2 * np.pi / step)))
+    # origin: brightest smoothed pixel near the centre
+    lum = np.nan_to_num(x).sum(1)
+    sm = gaussian_filter(lum, sigma=(0, smooth_sigma, smooth_sigma), mode="nearest") if smooth_sigma else lum
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    r0 = max(1, int(round(centre_frac * min(h, w))))
+    y0, y1 = int(np.floor(cy - r0)), int(np.ceil(cy + r0)) + 1
+    x0, x1 = int(np.floor(cx - r0)), int(np.ceil(cx + r0)) + 1
+    box = sm[:, y0:y1, x0:x1].reshape(n, -1).argmax(1)
+    oy = y0 + box // (x1 - x0)
+    ox = x0 + box % (x1 - x0)
+    # polar grid (radius rows × angle columns) around each origin, in normalised coordinates
+    rr = torch.arange(R, dtype=torch.float32)
+    th = torch.arange(A, dtype=torch.float32) * (2 * np.pi / A)
+    dy = rr[:, None] * torch.sin(th)[None, :]
+    dx = rr[:, None] * torch.cos(th)[None, :]
+    gy = (torch.as_tensor(oy, dtype=torch.float32)[:, None, None] + dy[None]) * (2.0 / max(h - 1, 1)) - 1.0
+    gx = (torch.as_tensor(ox, dtype=torch.float32)[:, None, None] + dx[None]) * (2.0 / max(w - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)
+    src = torch.from_numpy(np.concatenate([np.nan_to_num(x), sm[:, None]], axis=1))
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    polar, smooth_polar = out[:, :c], out[:, c]
+    # reference angle: faintest direction in the annulus, circularly smoothed
+    a_in, a_out = (max(1, int(round(f * R))) for f in ref_annulus)
+    prof = smooth_polar[:, a_in:max(a_out, a_in + 1)].mean(1)  # (N, A)
+    k = torch.tensor([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0
+    prof = F.conv1d(F.pad(prof[:, None], (2, 2), mode="circular"), k.view(1, 1, -1))[:, 0]
+    shift = prof.argmin(1)
+    idx = (torch.arange(A)[None, :] + shift[:, None]) % A  # column j ↔ angle0 + j·2π/A
+    polar = torch.gather(polar, 3, idx[:, None, None, :].expand(n, c, R, A))
+    if mirror:
+        polar = torch.cat([polar, polar.flip(-1)], dim=-1)
+    res = polar.numpy().astype(np.float32, copy=False)
+    if return_params:
+        return res, np.stack([oy, ox], 1), shift.numpy() * (2 * np.pi / A)
+    return res
+
+
+def display_rgb(img: np.ndarray) -> np.ndarray:
+    """(…, C, H, W) → (…, H, W, 3) for display.
+
+    Display-normalised images (every reader's kind 'image': values in [0, 1], bands bluest first) are
+    shown as they are (bands reversed so the reddest is red); anything else (fluxes) goes through
+    :func:`composite`.
+    """
+    a = np.asarray(img, dtype=np.float32)
+    finite = a[np.isfinite(a)]
+    if a.shape[-3] in (1, 3) and finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
+        a = np.nan_to_num(a)
+        rgb = np.repeat(a, 3, axis=-3) if a.shape[-3] == 1 else a[..., ::-1, :, :]
+        return np.moveaxis(rgb, -3, -1)
+    return composite(a)
