@@ -17,6 +17,7 @@ from galmo.errors import GalmoError
 COMMAND_MODULES = [
     "galmo.commands",  # simulate, info, show, demo
     "galmo.pipelines.foundation",  # pretrain, embed, similar, outliers, probe
+    "galmo.pipelines.supervised",  # train, predict, evaluate
 ]
 
 

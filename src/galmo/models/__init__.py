@@ -15,6 +15,7 @@ FAMILIES = [
     "galmo.models.timm_models",
     "galmo.models.patch_transformer",
     "galmo.models.cnn",
+    "galmo.models.rotinv",
 ]
 _REGISTRY: dict[str, Callable] = {}
 _loaded = False

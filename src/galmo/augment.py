@@ -1,0 +1,64 @@
+"""Training augmentations as in Dieleman, Willett & Dambre (2015), batched in torch.
+
+Per image: a uniform random rotation (0–360°), a random translation (± ``translate`` pixels), a
+log-uniform zoom in [1/zoom, zoom], a horizontal flip with probability 1/2 (together one affine
+``grid_sample`` per batch, reflection padding) and a brightness / colour perturbation: the whole image
+is multiplied by exp(N(0, brightness)) and each band by exp(N(0, colour)). All random numbers come
+from the ``torch.Generator`` passed in (the one :func:`galmo.train.fit` derives from (seed, epoch,
+step)), so an augmented run is exactly reproducible and exactly resumable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AugmentConfig:
+    rotate: bool = True          # uniform angle in [0, 360)
+    translate: float = 4.0       # max shift in pixels (uniform in ±translate, each axis)
+    zoom: float = 1.3            # log-uniform scale in [1/zoom, zoom]
+    flip: bool = True            # horizontal flip with probability 1/2
+    brightness: float = 0.1      # sigma of the log of a global gain
+    colour: float = 0.05         # sigma of the log of a per-band gain
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def off(cls) -> "AugmentConfig":
+        return cls(rotate=False, translate=0.0, zoom=1.0, flip=False, brightness=0.0, colour=0.0)
+
+
+def random_affine(n: int, h: int, w: int, generator: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """(N, 2, 3) ``affine_grid`` matrices (output → input, normalised coordinates)."""
+    u = torch.rand(n, 5, generator=generator, dtype=torch.float64)
+    angle = u[:, 0] * 2 * math.pi if cfg.rotate else torch.zeros(n, dtype=torch.float64)
+    log_z = math.log(cfg.zoom) if cfg.zoom and cfg.zoom > 1 else 0.0
+    scale = torch.exp((2 * u[:, 1] - 1) * log_z)           # >1 zooms in
+    flip = torch.where(u[:, 2] < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n, dtype=torch.float64)
+    tx = (2 * u[:, 3] - 1) * cfg.translate * 2 / w          # pixels → normalised units
+    ty = (2 * u[:, 4] - 1) * cfg.translate * 2 / h
+    c, s = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([c * flip, -s, tx], 1), torch.stack([s * flip, c, ty], 1)], 1)
+    return theta
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, cfg: AugmentConfig | None = None) -> torch.Tensor:
+    """Augment a (N, C, H, W) float batch (any device); the random numbers are drawn on the CPU."""
+    cfg = cfg or AugmentConfig()
+    n, c, h, w = x.shape
+    geometric = cfg.rotate or cfg.translate or (cfg.zoom and cfg.zoom > 1) or cfg.flip
+    if geometric:
+        theta = random_affine(n, h, w, generator, cfg).to(device=x.device, dtype=x.dtype)
+        grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if cfg.brightness or cfg.colour:
+        g = torch.randn(n, 1 + c, generator=generator)
+        gain = torch.exp(g[:, :1] * cfg.brightness + g[:, 1:] * cfg.colour).to(device=x.device, dtype=x.dtype)
+        x = x * gain[:, :, None, None]
+    return x
