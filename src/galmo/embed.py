@@ -87,6 +87,7 @@ class Encoder:
     phot_names: list = field(default_factory=list)
     size: int | None = None        # timm input size
     device: str = "cpu"
+    tokens: str = "all"            # patch transformers: "all" tokens or "image" tokens only
 
     def encode(self, images: np.ndarray, phot: np.ndarray | None = None) -> np.ndarray:
         import torch
@@ -98,7 +99,8 @@ class Encoder:
         x = torch.as_tensor(np.asarray(images, np.float32), device=self.device)
         with torch.inference_mode():
             if self.kind == "patch_transformer":
-                out = self.model.forward_features(x, None if phot is None else torch.as_tensor(phot))
+                out = self.model.forward_features(x, None if phot is None else torch.as_tensor(phot),
+                                                  tokens=self.tokens)
             else:
                 out = self.model.forward_features(x)
                 if out.ndim > 2:  # unpooled feature maps
@@ -107,8 +109,11 @@ class Encoder:
 
 
 def load_encoder(spec: str | os.PathLike, device: str = "cpu", weights: str | None = "offline",
-                 size: int | None = None) -> Encoder:
-    """``spec``: a galmo checkpoint folder (pretrained patch transformer or supervised run) or a timm name."""
+                 size: int | None = None, tokens: str = "all") -> Encoder:
+    """``spec``: a galmo checkpoint folder (pretrained patch transformer or supervised run) or a timm name.
+
+    ``tokens`` (patch transformers with photometry tokens): "all" (image + photometry, the default)
+    or "image" (image tokens only: no photometry needed or used)."""
     from galmo.device import resolve_device
 
     device = str(resolve_device(device))
@@ -119,8 +124,11 @@ def load_encoder(spec: str | os.PathLike, device: str = "cpu", weights: str | No
 
         model, cfg = load_checkpoint(path, device=device)
         if isinstance(model, PatchTransformer):
-            return Encoder(str(spec), "patch_transformer", model, model.num_features, list(model.phot_names),
-                           device=device)
+            if tokens not in ("all", "image"):
+                raise GalmoError(f"--tokens must be 'all' or 'image', got {tokens!r}")
+            names = list(model.phot_names) if tokens == "all" else []
+            return Encoder(str(spec), "patch_transformer", model, model.num_features, names, device=device,
+                           tokens=tokens)
         if not hasattr(model, "forward_features"):
             raise GalmoError(f"model {cfg['model']['name']!r} has no forward_features: cannot embed with it", path=path)
         dim = int(getattr(model, "num_features", 0) or 0)

@@ -139,11 +139,12 @@ class PatchTransformer(nn.Module):
         self.phot_mean.copy_(torch.as_tensor(np.nan_to_num(mean), dtype=torch.float32))
         self.phot_std.copy_(torch.as_tensor(np.where(np.isfinite(std) & (std > 0), std, 1.0), dtype=torch.float32))
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised, resized images → (B, P, patch_dim) patches in spiral order."""
+    def prepare(self, x: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+        """Normalised, resized images → (B, P, patch_dim) patches in spiral order (``normalised``: the
+        images already went through :func:`normalise_images`)."""
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise GalmoError(f"patch transformer expects (B, {self.in_chans}, H, W) images, got {tuple(x.shape)}")
-        x = normalise_images(x)
+        x = x.float() if normalised else normalise_images(x)
         if x.shape[-2:] != (self.img_size, self.img_size):
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
                               antialias=True)
@@ -181,8 +182,8 @@ class PatchTransformer(nn.Module):
             if self.n_phot else None
         return img_pred, phot_pred
 
-    def pretrain_loss(self, x, phot=None) -> tuple[torch.Tensor, dict]:
-        patches = self.prepare(x)
+    def pretrain_loss(self, x, phot=None, normalised: bool = False) -> tuple[torch.Tensor, dict]:
+        patches = self.prepare(x, normalised)
         pv = self._phot_values(phot, x.shape[0], x.device) if self.n_phot else None
         h = self.hidden(patches, pv)
         img_loss = F.huber_loss(self.head(h[:, :self.n_patches - 1]), patches[:, 1:], delta=self.huber_delta)
@@ -195,11 +196,18 @@ class PatchTransformer(nn.Module):
             logs["phot_loss"] = float(phot_loss.detach())
         return loss, logs
 
-    def forward_features(self, x, phot=None) -> torch.Tensor:
-        """The embedding: mean over all tokens of the final hidden states, (B, dim)."""
+    def forward_features(self, x, phot=None, tokens: str = "all") -> torch.Tensor:
+        """The embedding: mean over tokens of the final hidden states, (B, dim).
+
+        ``tokens="all"``: image and photometry tokens (the default); ``"image"``: image tokens only —
+        an embedding without photometry information from the same weights (causal attention: image
+        tokens never see the photometry tokens chained after them), so no photometry is needed."""
         patches = self.prepare(x)
-        pv = self._phot_values(phot, x.shape[0], x.device) if self.n_phot else None
-        return self.hidden(patches, pv).mean(1)
+        if tokens == "image" or not self.n_phot:
+            return self.hidden(patches).mean(1)
+        if tokens != "all":
+            raise GalmoError(f"tokens must be 'all' or 'image', got {tokens!r}")
+        return self.hidden(patches, self._phot_values(phot, x.shape[0], x.device)).mean(1)
 
 
 @register_model
@@ -224,20 +232,22 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 class PretrainTask:
     """Next-token prediction for :func:`galmo.train.fit`. Batches: (images,) or (images, photometry)."""
 
-    def __init__(self, augment: bool = True):
+    def __init__(self, augment: bool = True, normalised: bool = False):
         self.augment = augment
+        self.normalised = normalised  # images were normalised once up front (the per-galaxy
+        # normalisation commutes with the flips/transposes of the augmentation)
 
     def loss(self, model, batch, generator):
         x = batch[0].float()
         if self.augment:
             x = augment(x, generator)
         phot = batch[1] if len(batch) > 1 else None
-        return model.pretrain_loss(x, phot)
+        return model.pretrain_loss(x, phot, self.normalised)
 
     def evaluate(self, model, loader):
         tot, n, parts = 0.0, 0, {}
         for batch in loader:
-            loss, logs = model.pretrain_loss(batch[0].float(), batch[1] if len(batch) > 1 else None)
+            loss, logs = model.pretrain_loss(batch[0].float(), batch[1] if len(batch) > 1 else None, self.normalised)
             b = batch[0].shape[0]
             tot += float(loss) * b
             n += b

@@ -59,8 +59,12 @@ def pretrain(src, out, size: str = "tiny", epochs: int = 10, photometry: bool = 
     from galmo.models.patch_transformer import PretrainTask
     from galmo.train import TrainConfig, fit
 
+    from galmo.models.patch_transformer import normalise_images
+
     pos, images = load_images(src, max_images=max_images, seed=seed, progress=progress)
     c, h, w = images.shape[1:]
+    for s in range(0, len(images), 256):  # normalise once, not every epoch
+        images[s:s + 256] = normalise_images(torch.from_numpy(images[s:s + 256])).numpy().astype(np.float16)
     tensors = [torch.from_numpy(images)]
     names = []
     if photometry:
@@ -83,7 +87,7 @@ def pretrain(src, out, size: str = "tiny", epochs: int = 10, photometry: bool = 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, progress=progress,
                       weight_decay=0.05, warmup_frac=0.1)
     t0 = time.perf_counter()
-    summary = fit(model, train_set, val_set, PretrainTask(augment=augment), cfg, out, model_name="patch_transformer",
+    summary = fit(model, train_set, val_set, PretrainTask(augment=augment, normalised=True), cfg, out, model_name="patch_transformer",
                   model_kwargs=kwargs, resume=resume,
                   extra_config={"data": str(getattr(src, "path", "")), "n_images": n, "task": "pretrain"})
     summary["seconds"] = time.perf_counter() - t0
@@ -92,16 +96,16 @@ def pretrain(src, out, size: str = "tiny", epochs: int = 10, photometry: bool = 
 
 
 def embed(model_spec, src, batch_size: int = 128, device: str = "cpu", size: int | None = None,
-          progress: bool = True, weights: str | None = "offline"):
+          progress: bool = True, weights: str | None = "offline", tokens: str = "all"):
     """(ids, embeddings, metadata) of every galaxy of ``src`` with the encoder ``model_spec``."""
     from galmo.embed import embed_source, load_encoder
 
-    enc = load_encoder(model_spec, device=device, size=size, weights=weights)
+    enc = load_encoder(model_spec, device=device, size=size, weights=weights, tokens=tokens)
     t0 = time.perf_counter()
     ids, X = embed_source(enc, src, batch_size=batch_size, progress=progress)
     dt = time.perf_counter() - t0
     meta = {"model": str(model_spec), "encoder_kind": enc.kind, "dim": int(X.shape[1]),
-            "photometry_tokens": enc.phot_names, "data": str(getattr(src, "path", "")),
+            "photometry_tokens": enc.phot_names, "tokens": enc.tokens, "data": str(getattr(src, "path", "")),
             "images_per_s": len(ids) / dt if dt > 0 else None,
             "embedding": "mean of final hidden states over all tokens" if enc.kind == "patch_transformer"
             else "pooled backbone features"}
@@ -151,7 +155,7 @@ def supervised_cnn(images: np.ndarray, y: np.ndarray, splits, run_dir, epochs_fo
     accs, n_train, secs = [], [], []
     for f, (train, test) in enumerate(splits[:max_folds]):
         n = len(train)
-        steps_wanted = 600 if n >= 1000 else 300 if n >= 100 else 100
+        steps_wanted = 400 if n >= 1000 else 250 if n >= 100 else 100
         epochs = epochs_for(n) if epochs_for else int(np.clip(np.ceil(steps_wanted * 32 / max(n, 1)), 5, 200))
         torch.manual_seed(seed + f)
         model = create(CNN_NAME, **kw)
@@ -209,6 +213,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output .parquet (id, emb_0..emb_{d-1}, metadata)")
     p.add_argument("--image-size", type=int, default=None, help="timm backbones: resize to this (default native)")
     p.add_argument("--weights", default="offline", help="timm backbones: offline, FILE, or hub")
+    p.add_argument("--tokens", default="all", choices=["all", "image"],
+                   help="patch transformers with photometry tokens: average all tokens (default) or the image "
+                        "tokens only (no photometry needed)")
     p.add_argument("--no-progress", action="store_true")
     add_common(p, device=True, batch_size=128, on_error=True)
     p.set_defaults(func=cmd_embed)
@@ -265,7 +272,7 @@ def cmd_embed(args) -> int:
 
     src = _open(args.data, args.on_error)
     ids, X, meta = embed(args.model, src, batch_size=args.batch_size, device=args.device, size=args.image_size,
-                         progress=not args.no_progress, weights=args.weights)
+                         progress=not args.no_progress, weights=args.weights, tokens=args.tokens)
     cat = src.catalog.set_index(src.catalog["id"].astype(str))
     extra = cat.loc[ids, [c for c in ("label", "label_name") if c in cat.columns]]
     write_embeddings(args.out, ids, X, meta, extra=extra)
@@ -411,7 +418,7 @@ def _pretrained(run: Path, src, quick: bool, photometry: bool, epochs: int, max_
     return run
 
 
-def evaluate(run_dir, src, quick: bool = False, fractions=(0.01, 0.1, 1.0), folds: int = 5, cnn_folds: int = 2,
+def evaluate(run_dir, src, quick: bool = False, fractions=(0.01, 0.1, 1.0), folds: int = 5, cnn_folds: int = 1,
              pt_epochs: int | None = None, lite0_size: int | None = None, progress: bool = False,
              cnn: bool = True, log=print) -> dict:
     """Every number of the embeddings study on ``src``; writes embeddings, tables and figures under
@@ -426,7 +433,7 @@ def evaluate(run_dir, src, quick: bool = False, fractions=(0.01, 0.1, 1.0), fold
     fig_dir = Path(run_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)
     cat = src.catalog
-    pt_epochs = pt_epochs or (1 if quick else 8)
+    pt_epochs = pt_epochs or (1 if quick else 6)
     max_images = 256 if quick else None
     lite0_size = lite0_size or (32 if quick else 96)
     if quick:
@@ -439,23 +446,25 @@ def evaluate(run_dir, src, quick: bool = False, fractions=(0.01, 0.1, 1.0), fold
         log(f"[embeddings] {key}: {res['timings_s'][key]} s")
 
     # ---- pretrain (or reuse) and embed with every encoder
-    encoders = {}
+    # one pretraining (with photometry tokens when the catalog has fluxes); its embedding without
+    # photometry is the mean over the image tokens only (causal: they never see the photometry)
     t0 = time.perf_counter()
-    encoders["patch transformer (tiny)"] = _pretrained(out / "pt_tiny", src, quick, False, pt_epochs, max_images,
-                                                       progress)
-    if has_phot:
-        encoders["patch transformer (tiny) + photometry tokens"] = _pretrained(out / "pt_tiny_phot", src, quick, True,
-                                                                              pt_epochs, max_images, progress)
+    run = _pretrained(out / ("pt_tiny_phot" if has_phot else "pt_tiny"), src, quick, has_phot, pt_epochs,
+                      max_images, progress)
     tick("pretrain", t0)
-    encoders[f"EfficientNet-Lite0 (ImageNet, {lite0_size}px)"] = LITE0
+    encoders = {"patch transformer (tiny)": (run, "image")}
+    if has_phot:
+        encoders["patch transformer (tiny) + photometry tokens"] = (run, "all")
+    encoders[f"EfficientNet-Lite0 (ImageNet, {lite0_size}px)"] = (LITE0, "all")
     embs, paths = {}, {}
-    for k, (name, spec) in enumerate(encoders.items()):
+    for k, (name, (spec, tokens)) in enumerate(encoders.items()):
         t0 = time.perf_counter()
-        enc = load_encoder(spec, device="cpu", size=lite0_size if spec == LITE0 else None)
+        enc = load_encoder(spec, device="cpu", size=lite0_size if spec == LITE0 else None, tokens=tokens)
         ids, X = embed_source(enc, src, batch_size=128, progress=progress)
         embs[name] = X
         paths[name] = write_embeddings(out / f"emb_{k}.parquet", ids, X,
-                                       {"model": str(spec), "encoder": name, "data": str(getattr(src, "path", ""))})
+                                       {"model": str(spec), "encoder": name, "tokens": tokens,
+                                        "data": str(getattr(src, "path", ""))})
         res.setdefault("images_per_s", {})[name] = len(ids) / (time.perf_counter() - t0)
         tick(f"embed {name}", t0)
     pt_name = next(iter(encoders))
