@@ -1,0 +1,97 @@
+"""The view-pooling network: exact invariance to the dihedral group, one batched pass, vote head."""
+
+import numpy as np
+import pytest
+import torch
+
+from galmo.augment import AugmentConfig, augment
+from galmo.models import create
+from galmo.models.rotinv import N_VIEWS, dihedral, make_views, rotate
+from galmo.schema import QUESTION_SLICES, QUESTIONS, normalise_votes
+
+
+def _images(n=4, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size) - (size - 1) / 2, torch.arange(size) - (size - 1) / 2, indexing="ij")
+    blob = torch.exp(-((xx - 3) ** 2 / 60 + (yy + 2) ** 2 / 15))  # off-centre, elongated: not symmetric
+    return (blob + 0.3 * torch.rand(n, 3, size, size, generator=g)).float()
+
+
+@pytest.mark.parametrize("pool", ["mean", "max", "meanmax"])
+def test_exactly_invariant_to_90deg_rotations_and_flips(pool):
+    torch.manual_seed(0)
+    model = create("rotinv", num_outputs=10, image_size=64, width=8, downsample=2, pool=pool).eval()
+    x = _images()
+    with torch.no_grad():
+        p = model(x).softmax(1)
+        deltas = [(model(dihedral(x, k)).softmax(1) - p).abs().max().item() for k in range(8)]
+        d30 = (model(rotate(x, 30.0)).softmax(1) - p).abs().max().item()
+    assert max(deltas) < 1e-5, deltas
+    assert not torch.allclose(model(x[:1]).softmax(1), model(x[1:2]).softmax(1))  # not trivially constant
+    print(f"\n[{pool}] max |dp| under the 8 dihedral transforms: {max(deltas):.2e}; under 30 deg: {d30:.2e}")
+
+
+def test_concat_pooling_is_not_invariant_but_mean_is():
+    torch.manual_seed(0)
+    concat = create("rotinv", num_outputs=10, image_size=64, width=8, pool="concat").eval()
+    x = _images()
+    with torch.no_grad():
+        d = (concat(dihedral(x, 1)).softmax(1) - concat(x).softmax(1)).abs().max().item()
+    assert d > 1e-5  # the paper's concatenation is only approximately invariant
+
+
+def test_dihedral_transform_permutes_the_views():
+    x = _images(n=2)
+    v = make_views(x, crop=44, downsample=1).view(N_VIEWS, 2, 3, 44, 44)
+    for k in range(1, 8):
+        w = make_views(dihedral(x, k), crop=44, downsample=1).view(N_VIEWS, 2, 3, 44, 44)
+        for orbit in (range(0, 8), range(8, 16)):  # each view of g·x is one view of x in the same orbit
+            for a in orbit:
+                err = min((w[a] - v[b]).abs().max().item() for b in orbit)
+                assert err < 1e-5, (k, a, err)
+
+
+def test_one_batched_pass_equals_naive_loop():
+    torch.manual_seed(1)
+    model = create("rotinv", num_outputs=5, image_size=32, width=4).eval()
+    x = _images(n=3, size=32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model.forward_naive(x), atol=1e-5)
+
+
+def test_vote_head_obeys_the_decision_tree():
+    torch.manual_seed(2)
+    model = create("rotinv", num_outputs=37, image_size=32, width=4).eval()
+    with torch.no_grad():
+        v = normalise_votes(model(_images(n=5, size=32)) + 0.05)
+    assert (v >= 0).all()
+    done = {}
+    for q, (a, b) in zip(QUESTIONS, QUESTION_SLICES):
+        for k, c in enumerate(q.columns):
+            done[c] = v[:, a + k]
+    for q, (a, b) in zip(QUESTIONS, QUESTION_SLICES):
+        weight = torch.ones(5) if q.parent is None else done[q.parent]
+        assert torch.allclose(v[:, a:b].sum(1), weight, atol=1e-5), q.number
+
+
+def test_augment_is_seeded_batched_and_switchable():
+    x = _images(n=6, size=32)
+    a = augment(x, torch.Generator().manual_seed(5))
+    b = augment(x, torch.Generator().manual_seed(5))
+    c = augment(x, torch.Generator().manual_seed(6))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(augment(x, torch.Generator().manual_seed(5), AugmentConfig.off()), x)
+    # brightness only: a positive per-image gain, same geometry
+    only_b = AugmentConfig.off()
+    only_b.brightness = 0.2
+    y = augment(x, torch.Generator().manual_seed(0), only_b)
+    ratio = (y / x).flatten(1)
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-5)
+
+
+def test_simple_cnn_features():
+    m = create("simple_cnn", in_chans=3, num_outputs=7, width=8).eval()
+    x = _images(n=2, size=32)
+    f = m.forward_features(x)
+    assert f.shape == (2, m.num_features) and m(x).shape == (2, 7)
+    assert np.isfinite(f.detach().numpy()).all()
