@@ -1,0 +1,212 @@
+"""Astrophysics and survey constants of the simulator: cosmology, selection, sizes, colours, depth.
+
+Everything here is plain numpy and cheap. Units: arcsec, kpc, AB magnitudes, nanomaggies
+(``mag = 22.5 - 2.5 log10(flux)``).
+
+References
+----------
+* Cosmology: flat ΛCDM, H0 = 70 km/s/Mpc, Ωm = 0.3 (the usual "concordance" values).
+* Selection: the SDSS Main Galaxy Sample limit r < 17.77 (Strauss et al. 2002), which defines the
+  Galaxy Zoo / GZ DECaLS parents; redshifts 0.02–0.15.
+* Luminosity–size relations: Shen et al. (2003) (R50 ∝ L^0.6 early types, ∝ L^0.3 late types),
+  consistent with Lange et al. (2015) size–mass slopes.
+* Colours: red sequence / blue cloud of SDSS (Strateva et al. 2001; Blanton & Moustakas 2009),
+  shifted with redshift to mimic observed-frame k-corrections.
+* Depth: DECaLS 5σ point-source depths g≈24.0–24.8, r≈23.4–23.9, z≈22.5–23.2 (Dey et al. 2019),
+  pixel 0.262″; sky brightness of CTIO dark time.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+BANDS = ("g", "r", "z")
+NATIVE_PIXEL = 0.262  # DECam / Legacy Surveys pixel, arcsec
+R_LIMIT = 17.8  # selection limit (SDSS MGS r < 17.77)
+R_BRIGHT = 12.0  # nothing brighter than this in the parent sample
+Z_MIN, Z_MAX = 0.02, 0.15
+H0, OMEGA_M = 70.0, 0.3
+C_KMS = 299792.458
+
+# Surveys depth: per band, (lo, hi) of the 5σ point-source AB magnitude (Dey et al. 2019, DR8/DR9
+# medians) and the dark-sky surface brightness in mag/arcsec² at CTIO.
+DEPTH_RANGE = {"g": (24.1, 24.8), "r": (23.5, 23.9), "z": (22.6, 23.2)}
+SKY_MU = {"g": 22.0, "r": 20.9, "z": 18.5}
+# Relative dust optical depth per band for a Milky-Way-like law (Cardelli et al. 1989 at the DECam
+# effective wavelengths 480, 640, 920 nm), normalised to g.
+DUST_TAU_RATIO = np.array([1.0, 0.72, 0.42])
+
+# Galaxy10 DECaLS images come from GZ DECaLS cutouts: 424 px at pixscale
+# max(0.02 × petroR50, 0.1″) (Walmsley et al. 2022), i.e. a field of view of
+# max(8.48 × R50, 42.4″), later resized. We keep that field of view for any output size.
+FOV_PER_R50 = 424 * 0.02
+FOV_MIN = 424 * 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# Cosmology
+# --------------------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _comoving_table():
+    z = np.linspace(0.0, 0.4, 4001)
+    ez = np.sqrt(OMEGA_M * (1 + z) ** 3 + (1 - OMEGA_M))
+    dz = np.diff(z)
+    integ = np.concatenate([[0.0], np.cumsum(0.5 * (1 / ez[1:] + 1 / ez[:-1]) * dz)])
+    return z, integ * C_KMS / H0, ez  # Mpc
+
+
+def comoving_distance(z):
+    """Line-of-sight comoving distance in Mpc."""
+    zt, dc, _ = _comoving_table()
+    return np.interp(z, zt, dc)
+
+
+def angular_diameter_distance(z):
+    """Angular-diameter distance in Mpc."""
+    return comoving_distance(z) / (1 + np.asarray(z))
+
+
+def distance_modulus(z):
+    """m - M for luminosity distance D_L = (1+z) D_C (no k-correction)."""
+    dl = comoving_distance(z) * (1 + np.asarray(z))
+    return 5 * np.log10(dl * 1e6 / 10.0)
+
+
+def kpc_per_arcsec(z):
+    return angular_diameter_distance(z) * 1e3 * np.pi / (180 * 3600)
+
+
+# --------------------------------------------------------------------------------------------
+# Selection: redshift and luminosity of a magnitude-limited sample
+# --------------------------------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _z_cdf(mu: float, sigma: float):
+    """CDF over z of dV/dz × P(galaxy with M ~ N(mu, sigma) passes R_BRIGHT < m < R_LIMIT)."""
+    z = np.linspace(Z_MIN, Z_MAX, 600)
+    zt, dc, ez = _comoving_table()
+    dvdz = np.interp(z, zt, dc) ** 2 / np.interp(z, zt, ez)
+    dm = distance_modulus(z)
+    p = ndtr((R_LIMIT - dm - mu) / sigma) - ndtr((R_BRIGHT - dm - mu) / sigma)
+    w = dvdz * p
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (w[1:] + w[:-1]) * np.diff(z))])
+    return z, cdf / cdf[-1]
+
+
+def draw_redshift_and_absmag(rng: np.random.Generator, mu: float, sigma: float):
+    """Redshift and absolute r magnitude of one galaxy of a magnitude-limited sample.
+
+    The luminosity function of the class is a Gaussian N(mu, sigma) in M_r; z follows the comoving
+    volume weighted by the fraction of that luminosity function brighter than r = 17.8 (Malmquist
+    selection), and M_r is drawn from the Gaussian truncated to the selection window at that z.
+    """
+    zg, cdf = _z_cdf(float(mu), float(sigma))
+    z = float(np.interp(rng.uniform(), cdf, zg))
+    dm = float(distance_modulus(z))
+    lo = ndtr((R_BRIGHT - dm - mu) / sigma)
+    hi = ndtr((R_LIMIT - dm - mu) / sigma)
+    u = lo + (hi - lo) * rng.uniform(0.001, 0.999)
+    return z, float(mu + sigma * ndtri(u))
+
+
+def half_light_kpc(rng: np.random.Generator, absmag: float, early: bool) -> float:
+    """Half-light radius (kpc) from the luminosity–size relation (Shen et al. 2003), with scatter."""
+    if early:
+        logr = np.log10(3.0) - 0.4 * 0.60 * (absmag + 21.0) + rng.normal(0, 0.11)
+    else:
+        logr = np.log10(4.5) - 0.4 * 0.30 * (absmag + 21.0) + rng.normal(0, 0.14)
+    return float(10 ** logr)
+
+
+# --------------------------------------------------------------------------------------------
+# Colours (observed frame) as SEDs: flux ratios (g/r, 1, z/r)
+# --------------------------------------------------------------------------------------------
+# (g-r at z=0, d(g-r)/dz, r-z at z=0, d(r-z)/dz, scatter)
+POPULATIONS = {
+    "old": (0.74, 1.1, 0.40, 0.6, 0.03),      # bulges, ellipticals, bars: red sequence
+    "disk": (0.50, 0.7, 0.30, 0.4, 0.05),     # disks: between
+    "young": (0.30, 0.4, 0.18, 0.2, 0.05),    # spiral-arm light: blue cloud
+    "hii": (0.05, 0.2, 0.0, 0.1, 0.08),       # star-forming knots (emission lines): bluest
+}
+
+
+def colours(rng: np.random.Generator, population: str, z: float) -> tuple[float, float]:
+    """(g-r, r-z) of a stellar population at redshift z, with scatter."""
+    gr0, dgr, rz0, drz, s = POPULATIONS[population]
+    return gr0 + dgr * z + rng.normal(0, s), rz0 + drz * z + rng.normal(0, s)
+
+
+def sed_from_colours(gr: float, rz: float) -> np.ndarray:
+    """Flux ratios (g/r, 1, z/r) for colours g-r and r-z."""
+    return np.array([10 ** (-0.4 * gr), 1.0, 10 ** (0.4 * rz)])
+
+
+def sed(rng: np.random.Generator, population: str, z: float) -> np.ndarray:
+    return sed_from_colours(*colours(rng, population, z))
+
+
+def mag_to_flux(mag):
+    return 10 ** (-0.4 * (np.asarray(mag, dtype=float) - 22.5))
+
+
+def flux_to_mag(flux):
+    return 22.5 - 2.5 * np.log10(np.maximum(np.asarray(flux, dtype=float), 1e-30))
+
+
+# --------------------------------------------------------------------------------------------
+# Observing conditions
+# --------------------------------------------------------------------------------------------
+def moffat_nea(fwhm: float, beta: float) -> float:
+    """Noise-equivalent area (arcsec²) of a Moffat PSF: 1 / ∫ p² dA = π α² (2β-1) / (β-1)²."""
+    alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
+    return float(np.pi * alpha**2 * (2 * beta - 1) / (beta - 1) ** 2)
+
+
+def draw_conditions(rng: np.random.Generator) -> dict:
+    """Seeing (round Moffat PSF: FWHM per band to 0.01″, β) and depth of one DECaLS cutout.
+
+    The r seeing is log-normal around 1.2″ (DECaLS median ≈ 1.2–1.3″); g is 2–12 % worse and
+    z 2–12 % better (seeing ∝ λ^-0.2), all within 0.9–1.6″.
+    """
+    fr = round(float(np.clip(1.2 * np.exp(rng.normal(0, 0.12)), 0.9, 1.6)), 2)
+    fwhm = {"g": round(float(np.clip(fr * rng.uniform(1.02, 1.12), 0.9, 1.6)), 2), "r": fr,
+            "z": round(float(np.clip(fr * rng.uniform(0.88, 0.98), 0.9, 1.6)), 2)}
+    # Moffat β of DECam coadd PSFs ≈ 2.5–4; half-integer β have closed-form Fourier transforms in
+    # GalSim (others need a slow numerical Hankel transform per PSF), so β is 2.5 or 3.5.
+    beta = float(rng.choice([2.5, 3.5], p=[0.4, 0.6]))
+    depth = {b: float(rng.uniform(*DEPTH_RANGE[b])) for b in BANDS}
+    return {"fwhm": fwhm, "beta": beta, "depth": depth}
+
+
+def noise_model(cond: dict, pxscale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band sky noise σ (nanomaggies per output pixel) and gain (electrons per nanomaggy).
+
+    σ at the native 0.262″ pixel follows from the 5σ point-source depth and the PSF noise-equivalent
+    area; an output pixel of ``pxscale`` ≥ 0.262″ integrates (pxscale/0.262)² native pixels, a finer
+    one interpolates (same surface-brightness noise, correlations ignored). The gain is set so that
+    the sky (SKY_MU) is Poisson with that variance, so source Poisson noise is I/gain.
+    """
+    ratio = pxscale / NATIVE_PIXEL
+    per_pixel = ratio * min(1.0, ratio)
+    sig, gain = [], []
+    for b in BANDS:
+        f5 = mag_to_flux(cond["depth"][b])
+        nea_px = moffat_nea(cond["fwhm"][b], cond["beta"]) / NATIVE_PIXEL**2
+        s_native = f5 / (5 * np.sqrt(nea_px))
+        sky_native = mag_to_flux(SKY_MU[b]) * NATIVE_PIXEL**2
+        sig.append(s_native * per_pixel)
+        gain.append(sky_native / s_native**2)
+    return np.array(sig), np.array(gain)
+
+
+def pixel_scale(r50_arcsec: float, size: int) -> float:
+    """Arcsec per output pixel: the GZ DECaLS field of view max(8.48 R50, 42.4″) over ``size`` px.
+
+    The field of view is rounded up to a 2 % geometric grid, so that PSF images can be cached.
+    """
+    fov = max(FOV_PER_R50 * r50_arcsec, FOV_MIN)
+    k = math.ceil(round(math.log(fov / FOV_MIN) / math.log(1.02), 9))
+    return FOV_MIN * 1.02**k / size
