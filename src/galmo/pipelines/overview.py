@@ -10,8 +10,9 @@ from galmo import plots
 from galmo.report import add_section, metrics_html, table_html
 
 # Truth columns worth a histogram, when the source has them (the simulator's truth catalog).
-HIST_COLUMNS = ["redshift", "mag_r", "mag_g", "mag_z", "g_minus_r", "r_minus_z", "hlr_arcsec", "bulge_frac",
-                "sersic_n", "axis_ratio", "q", "inclination_deg", "psf_fwhm_r", "pitch_deg", "n_arms", "bar_strength"]
+HIST_COLUMNS = ["redshift", "mag_r", "abs_mag_r", "g_minus_r", "r_minus_z", "r50_arcsec", "r50_kpc", "bulge_frac",
+                "bulge_n", "axis_ratio", "inclination_deg", "bar_strength", "pitch_deg", "n_arms", "arm_strength",
+                "psf_fwhm_r"]
 
 
 def overview_section(run_dir, src, quick: bool = False, per_class: int = 6) -> dict:
