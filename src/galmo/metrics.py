@@ -15,6 +15,41 @@ def sigma_nmad(z_true, z_pred) -> float:
     return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
 
 
+# ---------------------------------------------------------------- clustering (unsupervised, issue 3)
+def contingency(groups, classes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(groups × classes) count table, with the group and class values of its rows and columns.
+    Rows with a negative group or class (unclassified / unknown) are left out."""
+    g = np.asarray(groups)
+    c = np.asarray(classes)
+    ok = (g >= 0) & (c >= 0)
+    gu, gi = np.unique(g[ok], return_inverse=True)
+    cu, ci = np.unique(c[ok], return_inverse=True)
+    table = np.zeros((len(gu), len(cu)), dtype=np.int64)
+    np.add.at(table, (gi, ci), 1)
+    return table, gu, cu
+
+
+def purity(groups, classes) -> float:
+    """Fraction of (classified, labelled) galaxies whose class is the majority class of their group."""
+    table, _, _ = contingency(groups, classes)
+    total = table.sum()
+    return float(table.max(axis=1).sum() / total) if total else float("nan")
+
+
+def clustering_scores(groups, classes) -> dict:
+    """Purity, NMI and ARI of the galaxies with group ≥ 0 and class ≥ 0, and how many there are."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    g = np.asarray(groups)
+    c = np.asarray(classes)
+    ok = (g >= 0) & (c >= 0)
+    if not ok.any():
+        return {"n_scored": 0, "purity": float("nan"), "nmi": float("nan"), "ari": float("nan")}
+    return {"n_scored": int(ok.sum()), "purity": purity(g[ok], c[ok]),
+            "nmi": float(normalized_mutual_info_score(c[ok], g[ok])),
+            "ari": float(adjusted_rand_score(c[ok], g[ok]))}
+
+
 # ---------------------------------------------------------------- supervised classification (issue 4)
 def accuracy_coverage(y_true, y_pred, confidence, coverages=None) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy of the ``round(c·N)`` most confident predictions, for each coverage ``c`` in (0, 1].

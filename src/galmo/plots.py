@@ -189,3 +189,49 @@ def reliability_diagram(bins: dict, path, ece: float | None = None, title: str =
     axc.set_xlabel("confidence (max probability)")
     axc.set_ylabel("galaxies")
     return savefig(fig, path)
+
+
+# ---------------------------------------------------------------- morphology planes (unsupervised, issue 3)
+def _by_group_scatter(ax, df, x: str, y: str, by: str | None):
+    keys = sorted(df[by].unique()) if by else [None]
+    cmap = plt.get_cmap("tab20" if len(keys) > 10 else "tab10")
+    for k, key in enumerate(keys):
+        sub = df if key is None else df[df[by] == key]
+        ok = np.isfinite(sub[x].to_numpy(float)) & np.isfinite(sub[y].to_numpy(float))
+        ax.scatter(sub[x][ok], sub[y][ok], s=10, color=cmap(k % cmap.N), alpha=0.8, linewidths=0,
+                   label=None if key is None else str(key))
+    if by and len(keys) > 1:
+        ax.legend(fontsize=5.5, ncol=2, markerscale=1.5, loc="best", title=by, title_fontsize=6)
+
+
+def gini_m20(df, path, by: str | None = "group", title: str = "Gini–M20") -> Path:
+    """Galaxies on the Gini–M20 plane with the Lotz, Primack & Madau (2008) dividing lines
+    (mergers above G = −0.14 M20 + 0.33; E/S0/Sa above G = 0.14 M20 + 0.80, Sb–Ir below)."""
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    _by_group_scatter(ax, df, "m20", "gini", by)
+    m = np.linspace(-3.0, 0.0, 50)
+    ax.plot(m, -0.14 * m + 0.33, "k--", lw=1)
+    mm = m[m <= -1.68]  # the E/S0/Sa–Sb/Ir line ends where it meets the merger line
+    ax.plot(mm, 0.14 * mm + 0.80, "k:", lw=1)
+    ax.text(-0.6, 0.70, "mergers", fontsize=7)
+    ax.text(-2.9, 0.61, "E/S0/Sa", fontsize=7)
+    ax.text(-2.9, 0.38, "Sb–Ir", fontsize=7)
+    ax.set_xlim(0.0, -3.0)  # M20 axis reversed, as in Lotz et al.
+    ax.set_ylim(0.3, 0.75)
+    ax.set_xlabel("M20")
+    ax.set_ylabel("Gini")
+    ax.set_title(title)
+    return savefig(fig, path)
+
+
+def concentration_asymmetry(df, path, by: str | None = "group", title: str = "C–A") -> Path:
+    """Galaxies on the concentration–asymmetry plane; the dashed line A = 0.35 is Conselice (2003)'s
+    merger limit."""
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    _by_group_scatter(ax, df, "asymmetry", "concentration", by)
+    ax.axvline(0.35, color="k", ls="--", lw=1)
+    ax.text(0.36, ax.get_ylim()[1] * 0.97 if np.isfinite(ax.get_ylim()[1]) else 5, "mergers", fontsize=7, va="top")
+    ax.set_xlabel("asymmetry A")
+    ax.set_ylabel("concentration C")
+    ax.set_title(title)
+    return savefig(fig, path)

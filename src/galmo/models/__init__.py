@@ -14,6 +14,7 @@ from galmo.errors import GalmoError
 FAMILIES = [
     "galmo.models.timm_models",
     "galmo.models.patch_transformer",
+    "galmo.models.autoencoder",
     "galmo.models.cnn",
     "galmo.models.rotinv",
 ]

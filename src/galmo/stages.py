@@ -1,0 +1,314 @@
+"""scikit-learn pipeline stages of the unsupervised method (eUML, 2024).
+
+Each stage is an estimator: parameters in ``__init__``, learned state in attributes ending in
+``_``, ``fit``/``transform``. They compose::
+
+    from sklearn.pipeline import Pipeline
+    from galmo.stages import Denoiser, PolarUnwrap, Encoder, AutoPCA
+    from galmo.cluster import VotingClustering
+
+    pipe = Pipeline([("denoise", Denoiser()), ("polar", PolarUnwrap()), ("encode", Encoder()),
+                     ("pca", AutoPCA()), ("cluster", VotingClustering(20))])
+    groups = pipe.fit_predict(images)          # images: float32 (N, C, H, W) in [0, 1]
+
+Image stages take and return float32 (N, C, H, W) arrays; :class:`Encoder` returns (N, D)
+features; :class:`AutoPCA` (N, n_components_).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from galmo.errors import GalmoError
+
+
+def _check_images(X, who: str) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 4:
+        raise GalmoError(f"{who} expects images shaped (N, C, H, W), got {X.shape}")
+    if not np.isfinite(X).all():
+        X = np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
+    return X
+
+
+def noise_sigma(X: np.ndarray) -> np.ndarray:
+    """Per-image, per-band noise σ (N, C) from the MAD of horizontal pixel differences / √2 —
+    robust to the galaxy itself, which is smooth on the scale of one pixel."""
+    d = np.diff(np.asarray(X, dtype=np.float32), axis=-1).reshape(X.shape[0], X.shape[1], -1)
+    mad = np.median(np.abs(d - np.median(d, axis=-1, keepdims=True)), axis=-1)
+    return (1.4826 * mad / np.sqrt(2.0)).astype(np.float32)
+
+
+def psnr(x: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> float:
+    """Mean PSNR (dB) of images ``x`` against ``ref`` (per image, then averaged)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    ref = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
+    rng = data_range if data_range is not None else float(ref.max() - ref.min()) or 1.0
+    mse = ((x - ref) ** 2).mean(1)
+    return float(np.mean(10 * np.log10(rng ** 2 / np.maximum(mse, 1e-20))))
+
+
+# ----------------------------------------------------------------------------------- denoiser
+class DenoiseTask:
+    """Noisier-to-noisy training: the input is the observed image plus extra Gaussian noise of
+    ``factor`` × its own estimated noise σ, the target is the observed image. With MSE the best
+    prediction is E[image | noisier image], which removes noise (no clean image needed)."""
+
+    def __init__(self, factor: float = 1.0):
+        self.factor = factor
+
+    def _noisy(self, x, sigma, generator):
+        import torch
+
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return x + self.factor * sigma[:, :, None, None] * eps
+
+    def loss(self, model, batch, generator):
+        import torch.nn.functional as F
+
+        x, sigma = batch
+        y = model(self._noisy(x, sigma, generator))
+        loss = F.mse_loss(y, x)
+        return loss, {"mse": float(loss.detach())}
+
+    def evaluate(self, model, loader):
+        import torch
+        import torch.nn.functional as F
+
+        g = torch.Generator().manual_seed(12345)
+        tot, n = 0.0, 0
+        for x, sigma in loader:
+            y = model(self._noisy(x, sigma, g))
+            tot += float(F.mse_loss(y, x, reduction="sum"))
+            n += x.numel()
+        return {"val_loss": tot / max(n, 1)}
+
+
+class Denoiser(TransformerMixin, BaseEstimator):
+    """Convolutional autoencoder denoiser trained on the images themselves (eUML stage 1).
+
+    Trained with the one loop :func:`galmo.train.fit` (noise injected at the input, see
+    :class:`DenoiseTask`); best weights are saved as a galmo checkpoint in ``run_dir`` (a temporary
+    folder when None). ``checkpoint``: a folder of a previous fit to load instead of training.
+    ``latent``: an int gives eUML's dense bottleneck; None a convolutional one (default).
+    """
+
+    def __init__(self, epochs: int = 8, batch_size: int = 64, lr: float = 2e-3, widths: tuple = (32, 64),
+                 kernel: int = 5, latent: int | None = None, noise_factor: float = 1.0, run_dir=None,
+                 checkpoint=None, seed: int = 0, device: str = "auto", progress: bool = False):
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.widths = widths
+        self.kernel = kernel
+        self.latent = latent
+        self.noise_factor = noise_factor
+        self.run_dir = run_dir
+        self.checkpoint = checkpoint
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    def fit(self, X, y=None):
+        import torch
+        from torch.utils.data import TensorDataset
+
+        from galmo import checkpoint as ckpt
+        from galmo.device import set_threads
+        from galmo.models import create
+        from galmo.train import TrainConfig, fit
+
+        set_threads()
+        X = _check_images(X, "Denoiser")
+        if self.checkpoint is not None:
+            self.model_, self.config_ = ckpt.load_checkpoint(self.checkpoint)
+            self.checkpoint_dir_ = Path(self.checkpoint)
+            self.history_ = []
+            return self
+        n, c, h, w = X.shape
+        kwargs = {"in_chans": c, "size": h, "widths": list(self.widths), "kernel": self.kernel, "latent": self.latent}
+        torch.manual_seed(self.seed)
+        model = create("conv_autoencoder", **kwargs)
+        sigma = torch.from_numpy(np.maximum(noise_sigma(X), 1e-4))
+        data = torch.from_numpy(X)
+        order = np.random.default_rng(self.seed).permutation(n)
+        n_val = min(max(1, n // 10), 512) if n >= 10 else 0
+        val, train = order[:n_val], order[n_val:]
+        train_set = TensorDataset(data[train], sigma[train])
+        val_set = TensorDataset(data[val], sigma[val]) if n_val else None
+        run_dir = Path(self.run_dir) if self.run_dir else Path(tempfile.mkdtemp(prefix="galmo-denoiser-"))
+        cfg = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=1e-4,
+                          seed=self.seed, device=self.device, progress=self.progress)
+        summary = fit(model, train_set, val_set, DenoiseTask(self.noise_factor), cfg, run_dir,
+                      model_name="conv_autoencoder", model_kwargs=kwargs,
+                      extra_config={"stage": "Denoiser", "noise_factor": self.noise_factor})
+        self.model_ = model.cpu().eval()
+        self.checkpoint_dir_ = run_dir
+        self.history_ = summary["history"]
+        return self
+
+    def transform(self, X):
+        import torch
+
+        from galmo.device import resolve_device
+
+        X = _check_images(X, "Denoiser")
+        dev = resolve_device(self.device)
+        model = self.model_.to(dev).eval()
+        out = np.empty_like(X)
+        with torch.inference_mode():
+            for s in range(0, len(X), 256):
+                out[s:s + 256] = model(torch.from_numpy(X[s:s + 256]).to(dev)).float().cpu().numpy()
+        lo, hi = float(X.min()), float(X.max())
+        return np.clip(out, lo, hi)
+
+    def psnr_gain(self, noisy, clean) -> dict:
+        """PSNR (dB) of the noisy images and of their denoised version against the clean ones."""
+        noisy = _check_images(noisy, "Denoiser")
+        clean = _check_images(clean, "Denoiser")
+        den = self.transform(noisy)
+        before, after = psnr(noisy, clean, 1.0), psnr(den, clean, 1.0)
+        return {"psnr_noisy": before, "psnr_denoised": after, "psnr_gain": after - before}
+
+
+# ----------------------------------------------------------------------------------- polar unwrap
+class PolarUnwrap(TransformerMixin, BaseEstimator):
+    """Adaptive, rotation-normalised polar unwrap (Fang et al. 2023; :func:`galmo.transforms.polar_unwrap`).
+
+    Stateless: ``fit`` only records the output shape. ``origins_``/``angles_`` of the last
+    ``transform`` are kept for inspection.
+    """
+
+    def __init__(self, step: float = 0.05, centre_frac: float = 0.125, smooth_sigma: float = 1.5,
+                 ref_annulus: tuple = (0.15, 0.35), mirror: bool = True, batch_size: int = 512):
+        self.step = step
+        self.centre_frac = centre_frac
+        self.smooth_sigma = smooth_sigma
+        self.ref_annulus = ref_annulus
+        self.mirror = mirror
+        self.batch_size = batch_size
+
+    def fit(self, X, y=None):
+        X = _check_images(X, "PolarUnwrap")
+        self.input_shape_ = X.shape[1:]
+        self.output_shape_ = self.transform(X[:1]).shape[1:]
+        return self
+
+    def transform(self, X):
+        from galmo.transforms import polar_unwrap
+
+        X = _check_images(X, "PolarUnwrap")
+        outs, origins, angles = [], [], []
+        for s in range(0, len(X), self.batch_size):
+            o, org, ang = polar_unwrap(X[s:s + self.batch_size], step=self.step, centre_frac=self.centre_frac,
+                                       smooth_sigma=self.smooth_sigma, ref_annulus=tuple(self.ref_annulus),
+                                       mirror=self.mirror, return_params=True)
+            outs.append(o)
+            origins.append(org)
+            angles.append(ang)
+        self.origins_ = np.concatenate(origins)
+        self.angles_ = np.concatenate(angles)
+        return np.concatenate(outs)
+
+
+# ----------------------------------------------------------------------------------- encoder
+class Encoder(TransformerMixin, BaseEstimator):
+    """Pretrained CNN features (timm via :mod:`galmo.backbones`; offline EfficientNet-Lite0 by default).
+
+    ``weights``: "offline", a file (.safetensors or state dict), "hub" (online), or None (random —
+    only for tests). ``size``: the square input the images are resized to once per batch
+    (default: the backbone's native size). Threads are set once (:func:`galmo.device.set_threads`).
+    """
+
+    def __init__(self, backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline",
+                 size: int | None = None, batch_size: int = 64, device: str = "auto", threads: int | None = None,
+                 progress: bool = False):
+        self.backbone = backbone
+        self.weights = weights
+        self.size = size
+        self.batch_size = batch_size
+        self.device = device
+        self.threads = threads
+        self.progress = progress
+
+    def fit(self, X=None, y=None):
+        from galmo.backbones import create_backbone
+        from galmo.device import set_threads
+
+        self.threads_ = set_threads(self.threads)
+        self.model_ = create_backbone(self.backbone, weights=self.weights, num_classes=0).eval()
+        self.n_features_ = int(self.model_.num_features)
+        return self
+
+    def transform(self, X):
+        from galmo.backbones import encode
+        from galmo.device import resolve_device
+
+        if not hasattr(self, "model_"):
+            self.fit()
+        X = _check_images(X, "Encoder")
+        return encode(self.model_, X, size=self.size, batch_size=self.batch_size,
+                      device=resolve_device(self.device), progress=self.progress)
+
+
+# ----------------------------------------------------------------------------------- PCA
+class AutoPCA(TransformerMixin, BaseEstimator):
+    """PCA whose number of components is chosen from the data, not asked for.
+
+    ``method="variance"``: the fewest components explaining ``variance`` of the total;
+    ``method="elbow"``: the largest gap in the eigenvalue spectrum (argmax of λᵢ/λᵢ₊₁ over the first
+    ``max_components``). Always between ``min_components`` and ``max_components``. ``standardize``
+    scales every feature to unit variance first; ``whiten`` gives unit-variance components.
+    Chosen: ``n_components_``; spectrum: ``explained_variance_ratio_`` (all components fitted).
+    """
+
+    def __init__(self, method: str = "variance", variance: float = 0.9, min_components: int = 2,
+                 max_components: int = 64, standardize: bool = False, whiten: bool = False, random_state: int = 0):
+        self.method = method
+        self.variance = variance
+        self.min_components = min_components
+        self.max_components = max_components
+        self.standardize = standardize
+        self.whiten = whiten
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        from sklearn.decomposition import PCA
+
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or len(X) < 2:
+            raise GalmoError(f"AutoPCA needs (N ≥ 2, D) features, got {X.shape}")
+        if self.method not in ("variance", "elbow"):
+            raise GalmoError(f"AutoPCA method must be 'variance' or 'elbow', got {self.method!r}")
+        self.mean_ = X.mean(0)
+        self.scale_ = X.std(0) if self.standardize else np.ones(X.shape[1])
+        self.scale_[self.scale_ == 0] = 1.0
+        Z = (X - self.mean_) / self.scale_
+        full = PCA(n_components=min(Z.shape), random_state=self.random_state).fit(Z)
+        ev = full.explained_variance_
+        ratio = full.explained_variance_ratio_
+        hi = max(1, min(self.max_components, len(ev)))
+        lo = max(1, min(self.min_components, hi))
+        if self.method == "variance":
+            k = int(np.searchsorted(np.cumsum(ratio), self.variance) + 1)
+        else:
+            m = min(hi, len(ev) - 1)
+            gaps = ev[:m] / np.maximum(ev[1:m + 1], 1e-12)
+            k = int(np.argmax(gaps[lo - 1:]) + lo) if m >= lo else lo
+        self.n_components_ = int(np.clip(k, lo, hi))
+        self.explained_variance_ratio_ = ratio
+        self.explained_variance_kept_ = float(ratio[:self.n_components_].sum())
+        self.components_ = full.components_[:self.n_components_]
+        self.explained_variance_ = ev[:self.n_components_]
+        return self
+
+    def transform(self, X):
+        Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        P = Z @ self.components_.T
+        if self.whiten:
+            P /= np.sqrt(np.maximum(self.explained_variance_, 1e-12))
+        return P.astype(np.float32)

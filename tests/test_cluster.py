@@ -1,0 +1,99 @@
+"""VotingClustering: Hungarian alignment, agreement rule, bagging, scale-out paths, metrics."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from galmo.cluster import VotingClustering, align_labels, greedy_mapping, overlap_matrix, vote
+from galmo.errors import GalmoError
+from galmo.metrics import clustering_scores, contingency, purity
+
+
+def test_permuted_labelling_aligns_back_exactly():
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 7, size=500)
+    perm = rng.permutation(7)
+    aligned, mapping = align_labels(ref, perm[ref], 7)
+    assert np.array_equal(aligned, ref)
+    assert np.array_equal(mapping[perm], np.arange(7))
+
+
+def test_hungarian_never_collides_where_greedy_does():
+    # member cluster 1 overlaps reference cluster 0 most (3 vs 2): greedy maps both clusters to 0
+    ref = np.array([0] * 6 + [1] * 2)
+    lab = np.array([0] * 3 + [1] * 5)
+    greedy = greedy_mapping(ref, lab, 2)
+    assert list(greedy) == [0, 0]  # eUML's mapping: two clusters overwrite each other
+    aligned, mapping = align_labels(ref, lab, 2)
+    assert sorted(mapping) == [0, 1]  # one-to-one
+    assert list(mapping) == [0, 1]
+    assert (aligned == ref).sum() == overlap_matrix(ref, lab, 2)[[0, 1], [0, 1]].sum() == 5
+
+
+def test_vote_all_and_min_agree():
+    L = np.array([[0, 0, 0],
+                  [0, 0, 1],
+                  [2, 1, 0],
+                  [-1, 3, 3]])
+    lab, top = vote(L)  # all three must agree
+    assert lab.tolist() == [0, -1, -1, -1]
+    assert top.tolist() == [3, 2, 1, 2]
+    lab2, _ = vote(L, min_agree=2)
+    assert lab2.tolist() == [0, 0, -1, 3]
+    with pytest.raises(GalmoError):
+        vote(L, min_agree=4)
+
+
+def test_voting_clustering_on_blobs_and_k_list():
+    X, y = make_blobs(600, centers=5, n_features=8, cluster_std=0.6, random_state=0)
+    vc = VotingClustering(n_clusters=[5, 8], random_state=0).fit(X)
+    assert vc.fraction_classified_ == 1.0  # well separated: every member finds the same 5 groups
+    s = clustering_scores(vc.labels_, y)
+    assert s["purity"] == 1.0 and s["nmi"] > 0.99 and s["ari"] > 0.99
+    fr = vc.fraction_classified()
+    assert set(fr) == {5, 8} and fr[8] <= 1.0
+    assert vc.member_labels_.shape == (600, 3)
+    # aligned members agree label-for-label where classified
+    ok = vc.labels_ >= 0
+    assert (vc.member_labels_[ok] == vc.labels_[ok, None]).all()
+    # predict reproduces the fit on the same points
+    assert (vc.predict(X) == vc.labels_).mean() > 0.99
+
+
+def test_min_agree_classifies_more_and_bagging_runs():
+    X, y = make_blobs(400, centers=4, n_features=6, cluster_std=2.5, random_state=1)
+    strict = VotingClustering(6, random_state=0).fit(X)
+    loose = VotingClustering(6, min_agree=2, random_state=0).fit(X)
+    assert loose.fraction_classified_ >= strict.fraction_classified_
+    assert ((strict.labels_ >= 0) <= (loose.labels_ >= 0)).all()  # strictly classified ⊂ loosely classified
+    bag = VotingClustering(4, bagging=2, random_state=0).fit(X)
+    assert len(bag.members_[0]) == 2 and bag.labels_.shape == (400,)
+    assert clustering_scores(bag.labels_, y)["purity"] > 0.9
+
+
+def test_scale_out_paths_subsample_and_minibatch():
+    X, y = make_blobs(3000, centers=6, n_features=16, cluster_std=1.0, random_state=2)
+    vc = VotingClustering(6, subsample=500, birch_subsample=800, minibatch_above=1000, random_state=0).fit(X)
+    assert type(vc.members_[0][0]).__name__ == "_Member"
+    assert vc.fraction_classified_ > 0.95
+    assert clustering_scores(vc.labels_, y)["purity"] > 0.99
+
+
+def test_bad_input_messages():
+    with pytest.raises(GalmoError, match="2-D"):
+        VotingClustering(3).fit(np.zeros((10, 2, 2)))
+    with pytest.raises(GalmoError, match="NaN"):
+        VotingClustering(3).fit(np.full((10, 2), np.nan))
+    with pytest.raises(GalmoError, match="unknown clustering member"):
+        VotingClustering(3, members=["kmeans", "dbscan"]).fit(np.random.default_rng(0).normal(size=(30, 2)))
+    with pytest.raises(GalmoError, match="K"):
+        VotingClustering(1).fit(np.zeros((10, 2)))
+
+
+def test_purity_and_contingency():
+    g = np.array([0, 0, 0, 1, 1, -1])
+    c = np.array([1, 1, 2, 3, 3, 0])
+    table, gu, cu = contingency(g, c)
+    assert gu.tolist() == [0, 1] and cu.tolist() == [1, 2, 3]
+    assert table.tolist() == [[2, 1, 0], [0, 0, 2]]
+    assert purity(g, c) == pytest.approx(4 / 5)
