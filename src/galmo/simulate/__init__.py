@@ -9,8 +9,8 @@ arms, dust, PSF, noise), ``classes`` (the ten recipes), ``anomalies``, ``votes``
 volunteers), ``render`` (one galaxy), ``run`` (the driver and the files). See docs/simulator.md.
 """
 
-from galmo.simulate.run import (ANOMALY_TYPES, DEFAULT_N, DEFAULT_SIZE, RECIPE_VERSION, default_sample,
-                                parse_class_weights, simulate, truth_path)
+from galmo.simulate.run import (ANOMALY_TYPES, DEFAULT_N, DEFAULT_SIZE, RECIPE_VERSION, class_montage,
+                                default_sample, parse_class_weights, simulate, truth_path)
 
 __all__ = ["simulate", "default_sample", "DEFAULT_N", "DEFAULT_SIZE", "RECIPE_VERSION", "ANOMALY_TYPES",
-           "parse_class_weights", "truth_path"]
+           "parse_class_weights", "truth_path", "class_montage"]

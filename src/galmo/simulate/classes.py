@@ -143,7 +143,6 @@ class Builder:
         if p.get("clumpiness", 0) > 0:
             c = p["clumpiness"]
             disk = disk * np.exp(c * pr.random_field(rng, canvas, 0.25 * re) - 0.5 * c * c)
-        disk *= total / max(disk.sum(), 1e-30)
         young = np.zeros_like(disk)
         if p.get("n_arms", 0) > 0:
             pat = pr.spiral_pattern(r, th, p["n_arms"], p["pitch"], p["arm_start"], p["arm_phase"], p["sharpness"])
@@ -152,6 +151,8 @@ class Builder:
             env = p["arm_strength"] * pr.arm_envelope(r, p["arm_start"], 2.3 * re)
             young = disk * env * pat
             disk = disk * (1 - env)
+        norm = total / max(disk.sum() + young.sum(), 1e-30)  # redistribute light, keep the disk's flux
+        disk, young = disk * norm, young * norm
         kf = p.get("knot_frac", 0.0)
         src = young if young.sum() > 0 else disk
         kflux = kf * src.sum()
@@ -298,7 +299,7 @@ def tight_spiral(b: Builder):
     bt = b.u(0.1, 0.45)
     r50 = b.r50
     b.open_canvas(r50 * (1 + 0.2 * bt))
-    p = b.spiral_params(b.disk_params(r50, bt), [0.6, 0.2, 0.2], (14, 4, 7, 24), (0.3, 0.65), (2.0, 4.0))
+    p = b.spiral_params(b.disk_params(r50, bt), [0.6, 0.2, 0.2], (14, 4, 7, 24), (0.35, 0.7), (2.0, 4.0))
     if b.rng.uniform() < 0.25:
         p = b.add_bar(p, (0.01, 0.045), (0.35, 0.7))
     p["knot_frac"] = b.u(0.02, 0.08)
@@ -340,7 +341,7 @@ def edge_on_no_bulge(b: Builder):
 
 def edge_on_bulge(b: Builder):
     """Edge-on disk (i 79–90°) with a round Sérsic bulge (B/T 0.2–0.6) and a g-absorbing dust lane (75 %)."""
-    _edge_on(b, b.u(0.2, 0.6), (79, 90), (0.07, 0.14), 0.75, (1.5, 4.0), "disk")
+    _edge_on(b, b.u(0.2, 0.6), (79, 90), (0.07, 0.14), 0.75, (1.0, 3.0), "disk")
 
 
 def disturbed(b: Builder):
@@ -399,8 +400,9 @@ def merging(b: Builder):
                 first = ("disk", p, f, extra)
         # tails leave each galaxy roughly away from (or towards, a bridge) its partner
         away = ang + (np.pi if k == 0 else 0.0)
-        for _ in range(1 if t == "elliptical" else int(rng.integers(1, 3))):
-            b.tail(cc, f * tf / (1 if t == "elliptical" else 1.5), r, away + b.u(-1.2, 1.2),
+        n_tails = 1 if t == "elliptical" else int(rng.integers(1, 3))
+        for _ in range(n_tails):
+            b.tail(cc, f * tf / n_tails, r, away + b.u(-1.2, 1.2),
                    b.u(0.6, 1.8) * rng.choice([-1, 1]), r * b.u(1.5, 3.5), "old" if t == "elliptical" else "disk")
     if first[0] == "elliptical":
         b.record_spheroid(*first[1:])

@@ -15,7 +15,7 @@ from galmo.errors import GalmoError
 from galmo.io import atomic_path, cache_dir
 from galmo.schema import ANSWER_COLUMNS, GALAXY10_CLASSES
 
-RECIPE_VERSION = "1.1"
+RECIPE_VERSION = "1.2"
 DEFAULT_N = 3000
 DEFAULT_SIZE = 64
 ANOMALY_TYPES = ("satellite_trail", "cosmic_rays", "ring", "lensed_arc")
@@ -241,3 +241,22 @@ def default_sample() -> Path:
     if path.exists() and truth_path(path).exists():
         return path
     return simulate(DEFAULT_N, DEFAULT_SIZE, seed=0, out=path)
+
+
+def class_montage(png: str | os.PathLike, per_class: int = 6, size: int = DEFAULT_SIZE, seed: int = 0,
+                  workers: int | None = None) -> Path:
+    """Simulate ``per_class`` galaxies of every class and write them side by side (one column per
+    class) with :func:`galmo.plots.class_grid`; this makes ``docs/classes.png``."""
+    import tempfile
+
+    import h5py
+
+    from galmo.plots import class_grid
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = simulate(per_class * len(GALAXY10_CLASSES), size=size, seed=seed, out=Path(tmp) / "montage.h5",
+                        workers=workers, progress=False)
+        with h5py.File(path, "r") as f:
+            images, ans = f["images"][()], f["ans"][()]
+    by_class = {name: list(images[ans == k]) for k, name in enumerate(GALAXY10_CLASSES)}
+    return class_grid(by_class, png, per_class=per_class)
