@@ -155,3 +155,14 @@ def test_votes_target_obeys_tree_and_reports_rmse(tiny, tmp_path):
     a, b = QUESTION_SLICES[0]
     np.testing.assert_allclose(v[:, a:b].sum(1), 1, atol=1e-5)
     assert (v >= 0).all()
+
+
+def test_demo_section_quick(tiny, tmp_path):
+    import time
+
+    t0 = time.process_time()  # CPU time: wall time on shared cores measures the neighbours, not us
+    res = S.demo_section(tmp_path, tiny, quick=True)
+    assert time.process_time() - t0 < 30
+    sec = json.loads((tmp_path / "sections" / "supervised.json").read_text())
+    assert sec["key"] == "supervised" and len(sec["figures"]) == 3
+    assert all((tmp_path / f).exists() for f in sec["figures"]) and 0 <= res["top1"] <= 1

@@ -12,7 +12,7 @@ operation, a bilinear ``grid_sample`` about the image centre). The views are
 
 where D4 is the dihedral group of the square (4 rotations by 0/90/180/270° × optional flip, done with
 ``torch.rot90``/``torch.flip``, i.e. exact index permutations) and ``crop`` is a centred square crop
-(optionally 2×2-average-pooled). For any g ∈ D4 applied to the input, crop commutes with g, and
+(``make_views`` can also average-pool them). For any g ∈ D4 applied to the input, crop commutes with g, and
 R45 g = g' R45 for some g' ∈ D4 (R45 commutes with rotations by 90°; a flip turns R45 into R-45 =
 R-90 R45; bilinear interpolation on a square grid respects the grid's symmetries). So g merely
 *permutes* the 16 views inside each of the two 8-view orbits, and any symmetric pooling over an orbit
@@ -21,7 +21,9 @@ floating-point rounding (measured max |Δp| ~1e-7). The paper concatenated the v
 which is only approximately invariant; ``pool="concat"`` is kept for comparison.
 
 The trunk follows the paper's (conv 6×6/32 → pool → conv 5×5/64 → pool → conv 3×3/128 → conv 3×3/128
-→ pool) scaled by ``width``, with BatchNorm; the head is dense → ReLU → dropout → dense (the paper
+→ pool) scaled by ``width``, with BatchNorm; ``downsample`` is the stride of the first convolution
+(the paper downscaled its images 3× before cutting views; a strided first layer keeps the full-resolution
+pixels for the same cost); the head is dense → ReLU → dropout → dense (the paper
 used maxout layers of 2048 units; ``hidden`` sets the size).
 """
 
@@ -104,8 +106,8 @@ def make_views(x: torch.Tensor, crop: int, downsample: int = 1) -> torch.Tensor:
     return torch.cat([v for b in base for v in dihedral_orbit(b)], dim=0)
 
 
-def _conv(c_in, c_out, k):
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out),
+def _conv(c_in, c_out, k, stride=1):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(c_out),
                          nn.ReLU(inplace=True))
 
 
@@ -120,15 +122,12 @@ class RotInvNet(nn.Module):
             crop = int(image_size / math.sqrt(2))
         if (image_size - crop) % 2:
             crop -= 1
-        if downsample > 1 and crop % downsample:
-            crop -= crop % downsample
-            crop -= (image_size - crop) % 2 * downsample  # keep both constraints
         if pool not in ("mean", "max", "meanmax", "concat"):
             raise ValueError(f"pool must be mean, max, meanmax or concat, got {pool!r}")
         self.image_size, self.crop, self.downsample, self.pool = image_size, crop, downsample, pool
         w = width
         self.trunk = nn.Sequential(
-            _conv(in_chans, w, 5), nn.MaxPool2d(2),
+            _conv(in_chans, w, 5, stride=downsample), nn.MaxPool2d(2),
             _conv(w, 2 * w, 5), nn.MaxPool2d(2),
             _conv(2 * w, 4 * w, 3), _conv(4 * w, 4 * w, 3), nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -141,7 +140,7 @@ class RotInvNet(nn.Module):
     def views(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != x.shape[-2]:
             raise ValueError(f"RotInvNet needs square images, got {tuple(x.shape[-2:])}")
-        return make_views(x, self.crop, self.downsample)
+        return make_views(x, self.crop)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]

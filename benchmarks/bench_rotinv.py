@@ -1,0 +1,79 @@
+"""Benchmark the view-pooling network (galmo.models.rotinv): prints JSON lines.
+
+* inference images/s: the 16 views stacked along the batch axis in ONE trunk pass vs a naive loop
+  running the 16 views as 16 separate passes (same weights, same outputs), for several batch sizes;
+* training images/s: augmentation + forward + backward + AdamW step.
+
+Run by hand: ``python benchmarks/bench_rotinv.py [--width 16 --downsample 2 --size 64 --threads N]``.
+The machine's load average is printed with every line: other processes sharing the cores slow every
+number down (compare only lines measured together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+
+def _rate(fn, n_images: int, min_time: float) -> float:
+    fn()  # warm-up
+    t0, k = time.perf_counter(), 0
+    while True:
+        fn()
+        k += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_time and k >= 2:
+            return k * n_images / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--downsample", type=int, default=2)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batches", default="1,8,64")
+    ap.add_argument("--train-batch", type=int, default=32)
+    ap.add_argument("--min-time", type=float, default=3.0)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    from galmo.augment import augment
+    from galmo.device import set_threads
+    from galmo.models import create
+
+    threads = set_threads(args.threads)
+    torch.manual_seed(0)
+    model = create("rotinv", num_outputs=10, image_size=args.size, width=args.width, downsample=args.downsample)
+    common = {"model": "rotinv", "width": args.width, "downsample": args.downsample, "size": args.size,
+              "threads": threads, "torch": torch.__version__}
+    model.eval()
+    with torch.no_grad():
+        for b in [int(s) for s in args.batches.split(",")]:
+            x = torch.rand(b, 3, args.size, args.size)
+            batched = _rate(lambda: model(x), b, args.min_time)
+            naive = _rate(lambda: model.forward_naive(x), b, args.min_time)
+            print(json.dumps({"bench": "inference", "batch": b, "batched_images_per_s": round(batched, 1),
+                              "naive_loop_images_per_s": round(naive, 1), "speedup": round(batched / naive, 2),
+                              "load_avg_1min": os.getloadavg()[0], **common}), flush=True)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    b = args.train_batch
+    x = torch.rand(b, 3, args.size, args.size)
+    y = torch.randint(0, 10, (b,))
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(augment(x, gen)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    print(json.dumps({"bench": "train", "batch": b, "images_per_s": round(_rate(step, b, args.min_time), 1),
+                      "load_avg_1min": os.getloadavg()[0], **common}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
