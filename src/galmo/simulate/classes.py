@@ -105,10 +105,10 @@ class Builder:
         if flux <= 0 or k <= 0:
             return
         canvas = self.scene.canvas
-        p = np.maximum(weight_map, 0).ravel()
-        if p.sum() <= 0:
+        cdf = np.cumsum(np.maximum(weight_map, 0).ravel())
+        if cdf[-1] <= 0:
             return
-        idx = self.rng.choice(p.size, size=k, p=p / p.sum())
+        idx = np.minimum(np.searchsorted(cdf, self.rng.uniform(0, cdf[-1], k), side="right"), cdf.size - 1)
         x, y = canvas.xy
         jit = self.rng.uniform(-0.5, 0.5, (2, k)) * canvas.scale
         lum = 1.0 / (1.0 - self.rng.uniform(0, 0.875, k))  # Pareto(α=1): dN/dL ∝ L^-2, L in [1, 8]

@@ -166,7 +166,7 @@ def moffat_nea(fwhm: float, beta: float) -> float:
 
 
 def draw_conditions(rng: np.random.Generator) -> dict:
-    """Seeing (round Moffat PSF: FWHM per band to 0.01″, β) and depth of one DECaLS cutout.
+    """Seeing (round Moffat PSF: FWHM per band, β) and depth of one DECaLS cutout.
 
     The r seeing is log-normal around 1.2″ (DECaLS median ≈ 1.2–1.3″); g is 2–12 % worse and
     z 2–12 % better (seeing ∝ λ^-0.2), all within 0.9–1.6″.

@@ -37,12 +37,14 @@ def render_galaxy(seed: int, index: int, cls: int, size: int, anomaly: str = "")
     b = build(rng_for(seed, index, STREAM_GALAXY), cls, size)
     cond = ph.draw_conditions(rng_for(seed, index, STREAM_SEEING))
     scale = b.scene.canvas.scale
+    cond["fwhm"] = {band: pr.quantise_fwhm(f, scale) for band, f in cond["fwhm"].items()}
     sigma, gain = ph.noise_model(cond, scale)
     if anomaly:
         b.rng = rng_for(seed, index, STREAM_ANOMALY)
         inject(anomaly, b, sigma)
     canvas = b.scene.canvas
-    kernels = np.stack([pr.psf_kernel(canvas.n, scale, cond["fwhm"][band], cond["beta"]) for band in ph.BANDS])
+    kernels = np.stack([pr.psf_kernel(canvas.n, round(cond["fwhm"][band] / scale, 9), cond["beta"])
+                        for band in ph.BANDS])
     model = pr.crop(pr.convolve(b.scene.intrinsic(), kernels), size)
     for extra in b.scene.post:
         model = model + extra
