@@ -3,9 +3,10 @@
 * ``satellite_trail``: a straight, PSF-wide streak across the cutout in one or two bands (a
   satellite or aircraft crossing one exposure of the coadd).
 * ``cosmic_rays``: a few sharp, un-convolved single-band hits and short tracks left in the coadd.
-* ``ring``: a blue star-forming ring (collisional / resonance ring galaxy) around the galaxy.
-* ``lensed_arc``: a thin, tangentially stretched blue arc (and a faint counter-image) at an Einstein
-  radius of 1.5–4″, a galaxy–galaxy strong lens.
+* ``ring``: a blue star-forming ring (collisional / resonance ring galaxy) at 1.2–2.2 R50 holding
+  20–40 % of the galaxy's flux.
+* ``lensed_arc``: a thin, tangentially stretched blue arc (r 18–19.5, and a faint counter-image) at
+  an Einstein radius of max(2″, 1.3–2.2 R50), a galaxy–galaxy strong lens made easy to see.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def _ring(b, sigma):
     rng, t = b.rng, b.truth
     inc = math.radians(t["inclination_deg"]) if np.isfinite(t["inclination_deg"]) else math.acos(rng.uniform(0.4, 1))
     pa = math.radians(t["pa_deg"]) if np.isfinite(t["pa_deg"]) else rng.uniform(0, np.pi)
-    radius = t["r50_arcsec"] * rng.uniform(1.5, 3.0)
-    ring = pr.ring_image(b.scene.canvas, (0.0, 0.0), radius, 0.12 * radius, pa, min(inc, math.radians(70)))
-    flux = b.flux_r * rng.uniform(0.1, 0.25)
+    radius = t["r50_arcsec"] * rng.uniform(1.2, 2.2)
+    ring = pr.ring_image(b.scene.canvas, (0.0, 0.0), radius, 0.08 * radius, pa, min(inc, math.radians(70)))
+    flux = b.flux_r * rng.uniform(0.2, 0.4)
     ring *= np.exp(0.5 * pr.random_field(rng, b.scene.canvas, 0.1 * radius))
     b.scene.add(ring * flux / ring.sum(), ph.sed(rng, "young", b.z))
     t["ring_radius_arcsec"] = radius
@@ -66,13 +67,13 @@ def _ring(b, sigma):
 
 def _arc(b, sigma):
     rng, canvas = b.rng, b.scene.canvas
-    theta_e = max(rng.uniform(1.5, 4.0), 1.2 * b.truth["r50_arcsec"])
+    theta_e = max(2.0, rng.uniform(1.3, 2.2) * b.truth["r50_arcsec"])
     phi0 = rng.uniform(0, 2 * np.pi)
     span = math.radians(rng.uniform(40, 140))
     k = 200
     phi = phi0 + np.linspace(-span / 2, span / 2, k)
     w = np.exp(-0.5 * (np.linspace(-2, 2, k)) ** 2)
-    flux = ph.mag_to_flux(rng.uniform(18.5, 20.5))
+    flux = ph.mag_to_flux(rng.uniform(18.0, 19.5))
     x = np.concatenate([theta_e * np.cos(phi), [-0.6 * theta_e * math.cos(phi0)]])
     y = np.concatenate([theta_e * np.sin(phi), [-0.6 * theta_e * math.sin(phi0)]])
     w = np.concatenate([w / w.sum() * 0.85, [0.15]]) * flux
