@@ -281,7 +281,8 @@ def barred_spiral(b: Builder):
     bt = b.u(0.04, 0.3)
     r50 = b.r50
     b.open_canvas(r50 * (1 + 0.2 * bt))
-    p = b.spiral_params(b.disk_params(r50, bt, (0.45, 1.0)), [0.75, 0.15, 0.10], (18, 6, 8, 35), (0.35, 0.75), (1.5, 4.0))
+    p = b.spiral_params(b.disk_params(r50, bt, (0.45, 1.0)), [0.75, 0.15, 0.10], (18, 6, 8, 35), (0.35, 0.75),
+                        (1.5, 4.0))
     weak = b.rng.uniform() < 0.15
     p = b.add_bar(p, (0.04, 0.08) if weak else (0.1, 0.3), (0.7, 1.3))
     p["bar_hole"] = b.u(0.3, 0.5) if weak else b.u(0.5, 0.8)

@@ -19,7 +19,6 @@ from galmo.schema import QUESTION_SLICES, QUESTIONS, cumulative_from_conditional
 
 MEAN_VOLUNTEERS = 42
 DIRICHLET_CONCENTRATION = 40.0
-_COL = {c: i for i, c in enumerate(c for q in QUESTIONS for c in q.columns)}
 
 
 def _sig(x: float) -> float:
@@ -63,7 +62,7 @@ def answer_probabilities(t: dict) -> list[np.ndarray]:
     q8[6] += 0.5 * _nz(t["dust_tau_g"])
     if math.isfinite(_nz(t["ring_radius_arcsec"], np.nan)):
         q8[0] += 0.5
-    q9 = np.array([0.75, 0.12, 0.13]) if bt > 0.1 else (np.array([0.45, 0.1, 0.45]) if bt > 0.03 else np.array([0.1, 0.05, 0.85]))
+    q9 = np.array([0.75, 0.12, 0.13] if bt > 0.1 else [0.45, 0.1, 0.45] if bt > 0.03 else [0.1, 0.05, 0.85])
     q10 = _soft(_nz(t["pitch_deg"], 20.0), [10.0, 20.0, 32.0], 6.0) if t["n_arms"] else np.ones(3)
     q11 = _arm_count(int(t["n_arms"]), arms)
     return [q1, q2, np.array([bar, 1 - bar]), np.array([spiral, 1 - spiral]), q5, np.array([odd, 1 - odd]),
@@ -92,18 +91,16 @@ def sample_votes(rng: np.random.Generator, truth: dict) -> tuple[np.ndarray, int
     """
     probs = [rng.dirichlet(DIRICHLET_CONCENTRATION * p / p.sum() + 1e-3) for p in answer_probabilities(truth)]
     n = max(10, int(rng.poisson(MEAN_VOLUNTEERS)))
-    counts: list[np.ndarray | None] = [None] * len(QUESTIONS)
-    reached = {None: n}
-    cond = np.zeros(sum(b - a for a, b in QUESTION_SLICES))
+    reached = {None: n}  # how many volunteers gave each answer (and so reached its child questions)
+    cond = np.zeros(QUESTION_SLICES[-1][1])
     for qi in (0, 5, 1, 6, 7, 2, 3, 4, 8, 9, 10):  # parents before children
         q = QUESTIONS[qi]
         k = reached[q.parent]
-        counts[qi] = rng.multinomial(k, probs[qi])
-        for col, c in zip(q.columns, counts[qi]):
-            reached[col] = int(c)
+        counts = rng.multinomial(k, probs[qi])
+        reached.update(zip(q.columns, counts.tolist()))
         a, b = QUESTION_SLICES[qi]
         if k > 0:
-            cond[a:b] = counts[qi] / k
+            cond[a:b] = counts / k
     return cond, n
 
 
