@@ -22,7 +22,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("simulate", help="render Galaxy10-like galaxies with GalSim into a Galaxy10-schema HDF5")
     p.add_argument("--n", type=int, required=True, help="number of galaxies")
-    p.add_argument("--size", type=int, default=64, help="cutout size in pixels (0.262\"/px; default 64)")
+    p.add_argument("--size", type=int, default=64, help="cutout size in pixels (default 64); the field of view follows the galaxy "
+                   "size as in Galaxy10 DECaLS, so the pixel scale is per galaxy (dataset pxscale)")
     p.add_argument("--out", required=True, help="output .h5 (a .truth.parquet is written beside it)")
     p.add_argument("--class-weights", default=None,
                    help="class balance: omit for balanced, 'rare:Merging=0.02', or 'Merging=2,Round Smooth=1'")
@@ -68,14 +69,14 @@ def _parse_class_weights(s: str | None):
 
 
 def cmd_simulate(args) -> int:
-    from galmo.simulate import simulate
+    from galmo.simulate import simulate, truth_path
 
     if args.n <= 0:
         raise GalmoError(f"--n must be positive, got {args.n}")
     out = simulate(n=args.n, size=args.size, seed=args.seed, out=args.out,
                    class_weights=_parse_class_weights(args.class_weights), anomalies=args.anomalies,
                    noiseless=not args.no_noiseless, workers=args.workers, progress=True)
-    print(f"wrote {out} and {Path(out).with_suffix('.truth.parquet').name}")
+    print(f"wrote {out} and {truth_path(out)}")
     return 0
 
 

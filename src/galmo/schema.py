@@ -10,6 +10,7 @@ parent weight. :func:`normalise_votes` does exactly that for numpy arrays and to
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 GALAXY10_CLASSES = [
@@ -72,13 +73,10 @@ EPS = 1e-12
 
 
 def _xp(x):
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            return torch
-    except ImportError:  # pragma: no cover
-        pass
+    """torch for tensors, numpy otherwise (without importing torch when the caller has not)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return torch
     import numpy as np
 
     return np
