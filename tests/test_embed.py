@@ -184,3 +184,20 @@ def test_cli_end_to_end(toy, tmp_path, capsys):
     # bad input: one clear message, exit status 2
     assert main(["similar", "--index", str(tmp_path / "missing.parquet"), "--id", "x"]) == 2
     assert "missing.parquet" in capsys.readouterr().err
+
+
+def test_demo_section_quick(toy, tmp_path):
+    from galmo.pipelines.foundation import demo_section
+    from galmo.sources import open_source
+
+    res = demo_section(tmp_path, open_source(toy), quick=True)
+    sec = json.loads((tmp_path / "sections" / "embeddings.json").read_text())
+    assert sec["key"] == "embeddings" and len(sec["figures"]) == 3
+    assert all((tmp_path / f).exists() for f in sec["figures"])
+    tasks = {r["task"] for r in res["table"]}
+    assert {"class accuracy", "redshift σ_NMAD", "10-NN same class", "outlier AUROC (injected)"} <= tasks
+    encoders = {r["encoder"] for r in res["table"]}
+    assert any("photometry" in e for e in encoders) and any("simple_cnn" in e for e in encoders)
+    # reruns reuse the pretrained model and the embeddings
+    res2 = demo_section(tmp_path, open_source(toy), quick=True)
+    assert res2["timings_s"]["pretrain"] < 1.0 and "images_per_s" not in res2

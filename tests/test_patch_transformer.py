@@ -62,6 +62,9 @@ def test_photometry_tokens_chained_after_image_tokens():
     assert torch.allclose(h[:, :m.n_patches], h2[:, :m.n_patches], atol=1e-5)
     with pytest.raises(Exception, match="photometry"):
         m.forward_features(x)
+    # image-token embedding of the same weights: no photometry needed, equal to the image-state mean
+    img_only = m.forward_features(x, tokens="image")
+    assert torch.allclose(img_only, h[:, :m.n_patches].mean(1), atol=1e-5)
 
 
 def test_normalisation_is_robust_and_scale_free():

@@ -38,6 +38,21 @@ HNSW_EF_SEARCH = 256
 META_KEY = b"galmo"
 
 
+def single_threaded_blas(fn):
+    """Run ``fn`` with BLAS/OpenMP limited to one thread: torch and numpy each bring an OpenBLAS, and
+    with both (plus OpenMP) spinning on few shared cores small scikit-learn fits ran ~50× slower."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return fn(*a, **kw)
+
+    return wrapper
+
+
 # ====================================================================== photometry features
 def default_photometry_names(catalog: pd.DataFrame, bands=None) -> list[str]:
     """Photometry tokens the catalog supports: one magnitude per band and the colours of adjacent
@@ -345,6 +360,7 @@ def rank_normalise(s: np.ndarray) -> np.ndarray:
     return (rankdata(s) / len(s)).astype(np.float64)
 
 
+@single_threaded_blas
 def outlier_scores(X: np.ndarray, seed: int = 0, if_estimators=(100, 200), if_samples=(128, 256, 512),
                    lof_neighbors=(10, 20, 40), standardise: bool = True, return_parts: bool = False):
     """Anomaly score per row (higher = more anomalous): IsolationForest over ``if_estimators`` ×
@@ -405,6 +421,7 @@ def probe_splits(y: np.ndarray, fraction: float, folds: int = 5, seed: int = 0, 
     return out
 
 
+@single_threaded_blas
 def probe(X: np.ndarray, y: np.ndarray, fraction: float = 1.0, kind: str = "auto", folds: int = 5,
           seed: int = 0, C: float = 1.0) -> dict:
     """Cross-validated linear probe on ``fraction`` of the labels.
@@ -440,7 +457,7 @@ def probe(X: np.ndarray, y: np.ndarray, fraction: float = 1.0, kind: str = "auto
             if len(np.unique(y[train])) < 2:
                 scores.append(float(np.mean(y[test] == y[train][0])))
                 continue
-            m = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
+            m = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, tol=1e-3))
             m.fit(X[train], y[train])
             scores.append(float(np.mean(m.predict(X[test]) == y[test])))
         else:
