@@ -78,8 +78,9 @@ def test_exact_and_ann_agree_on_small_data():
     _, exact = SimilarityIndex("exact").fit(X).search(Q, 10)
     _, hnsw = SimilarityIndex("hnsw", M=16, ef_search=128).fit(X).search(Q, 10)
     _, ivf = SimilarityIndex("ivf", nlist=32, nprobe=32).fit(X).search(Q, 10)  # nprobe = nlist: exhaustive
+    _, pq = SimilarityIndex("pq").fit(X).search(Q, 10)
     rec = lambda a: np.mean([len(set(a[i]) & set(exact[i])) / 10 for i in range(len(Q))])  # noqa: E731
-    assert rec(hnsw) >= 0.95
+    assert rec(hnsw) >= 0.95 and rec(pq) >= 0.95
     assert rec(ivf) == pytest.approx(1.0)
     # brute-force cosine gives the same top-1 as faiss exact
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True)

@@ -35,6 +35,7 @@ EXACT_MAX = 100_000          # above this many vectors, an HNSW index instead of
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 256
+PQ_K_FACTOR = 50             # "pq": candidates re-ranked exactly = k * PQ_K_FACTOR
 META_KEY = b"galmo"
 
 
@@ -233,13 +234,24 @@ def l2_normalise(X: np.ndarray) -> np.ndarray:
 
 
 class SimilarityIndex:
-    """Cosine nearest neighbours with faiss. ``method``: "auto" (exact up to ``EXACT_MAX``), "exact",
-    "hnsw" (M, ef_construction, ef_search) or "ivf" (nlist, nprobe)."""
+    """Cosine nearest neighbours with faiss. ``method``:
+
+    * "auto": "exact" up to ``EXACT_MAX`` vectors, "pq" above;
+    * "exact": ``IndexFlatIP`` (brute force);
+    * "pq": 4-bit product-quantisation fast-scan (``IndexPQFastScan``, ``d/2`` sub-quantisers, SIMD
+      look-up tables) shortlists ``k · k_factor`` candidates that are re-ranked with exact inner
+      products (``IndexRefineFlat``). On 1M random 128-d vectors it reaches recall@10 ≥ 0.95 at a few
+      ms per query, where HNSW needed > 10 ms for 0.7 (see docs/embeddings.md); memory: the vectors
+      plus d/4 bytes each;
+    * "hnsw": ``IndexHNSWFlat`` (M, ef_construction, ef_search);
+    * "ivf": ``IndexIVFFlat`` (nlist, nprobe).
+    """
 
     def __init__(self, method: str = "auto", M: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION,
-                 ef_search: int = HNSW_EF_SEARCH, nlist: int | None = None, nprobe: int = 64):
+                 ef_search: int = HNSW_EF_SEARCH, nlist: int | None = None, nprobe: int = 64,
+                 k_factor: int = PQ_K_FACTOR):
         self.method, self.M, self.ef_construction, self.ef_search = method, M, ef_construction, ef_search
-        self.nlist, self.nprobe = nlist, nprobe
+        self.nlist, self.nprobe, self.k_factor = nlist, nprobe, k_factor
         self.index_ = None
 
     def fit(self, X: np.ndarray, normalise: bool = True) -> "SimilarityIndex":
@@ -247,9 +259,16 @@ class SimilarityIndex:
 
         X = l2_normalise(X) if normalise else np.ascontiguousarray(X, np.float32)
         n, d = X.shape
-        method = self.method if self.method != "auto" else ("exact" if n <= EXACT_MAX else "hnsw")
+        method = self.method if self.method != "auto" else ("exact" if n <= EXACT_MAX else "pq")
+        if method == "pq" and d % 2:
+            method = "hnsw"  # fast-scan PQ with d/2 sub-quantisers needs an even dimension
         if method == "exact":
             index = faiss.IndexFlatIP(d)
+        elif method == "pq":
+            base = faiss.IndexPQFastScan(d, d // 2, 4, faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(0)
+            base.train(X[rng.choice(n, size=min(n, 65536), replace=False)] if n > 65536 else X)
+            index = faiss.IndexRefineFlat(base)
         elif method == "hnsw":
             index = faiss.IndexHNSWFlat(d, self.M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = self.ef_construction
@@ -269,7 +288,9 @@ class SimilarityIndex:
     def _set_search_params(self):
         import faiss
 
-        if isinstance(self.index_, faiss.IndexHNSW):
+        if isinstance(self.index_, faiss.IndexRefine):
+            self.index_.k_factor = self.k_factor
+        elif isinstance(self.index_, faiss.IndexHNSW):
             self.index_.hnsw.efSearch = self.ef_search
         elif isinstance(self.index_, faiss.IndexIVF):
             self.index_.nprobe = self.nprobe
@@ -296,6 +317,7 @@ class SimilarityIndex:
         self = cls(**params)
         self.index_ = faiss.read_index(str(path))
         self.method_ = ("exact" if isinstance(self.index_, faiss.IndexFlat) else
+                        "pq" if isinstance(self.index_, faiss.IndexRefine) else
                         "hnsw" if isinstance(self.index_, faiss.IndexHNSW) else "ivf")
         self._set_search_params()
         return self

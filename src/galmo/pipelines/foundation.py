@@ -229,7 +229,7 @@ def register(sub) -> None:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--data", default=None, help="source for the montage (default: the one in the metadata)")
     p.add_argument("--out", default=None, help="write the table (.csv/.parquet) and a montage PNG beside it")
-    p.add_argument("--method", default="auto", choices=["auto", "exact", "hnsw", "ivf"])
+    p.add_argument("--method", default="auto", choices=["auto", "exact", "pq", "hnsw", "ivf"])
     p.add_argument("--rebuild", action="store_true", help="rebuild the saved index")
     p.set_defaults(func=cmd_similar)
 
