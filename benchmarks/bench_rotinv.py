@@ -4,6 +4,10 @@
   running the 16 views as 16 separate passes (same weights, same outputs), for several batch sizes;
 * training images/s: augmentation + forward + backward + AdamW step.
 
+* with ``--run RUN --data SOURCE``: invariance of a trained model on the run's test galaxies: max and
+  mean |Δp| under the 8 dihedral transforms (exact by construction) and under arbitrary rotations
+  (interpolated: approximate), and how often the top class changes.
+
 Run by hand: ``python benchmarks/bench_rotinv.py [--width 16 --downsample 2 --size 64 --threads N]``.
 The machine's load average is printed with every line: other processes sharing the cores slow every
 number down (compare only lines measured together).
@@ -39,7 +43,13 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=32)
     ap.add_argument("--min-time", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--run", default=None, help="a trained run folder: measure invariance on its test split")
+    ap.add_argument("--data", default=None, help="the run's source (with --run)")
+    ap.add_argument("--angles", default="10,22.5,30,45,60")
+    ap.add_argument("--max-images", type=int, default=600)
     args = ap.parse_args()
+    if args.run:
+        return invariance(args)
     from galmo.augment import augment
     from galmo.device import set_threads
     from galmo.models import create
@@ -73,6 +83,40 @@ def main() -> None:
 
     print(json.dumps({"bench": "train", "batch": b, "images_per_s": round(_rate(step, b, args.min_time), 1),
                       "load_avg_1min": os.getloadavg()[0], **common}), flush=True)
+
+
+def invariance(args) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from galmo.device import set_threads
+    from galmo.models.rotinv import dihedral, rotate
+    from galmo.pipelines import supervised as S
+
+    set_threads(args.threads)
+    model, cfg, sup = S.load_run(args.run, "cpu")
+    src = S._open(args.data)
+    ids = set(pd.read_csv(f"{args.run}/{S.TEST_IDS_FILE}", dtype={"id": str})["id"])
+    rows = np.flatnonzero(src.catalog["id"].astype(str).isin(ids).to_numpy())[:args.max_images]
+    x = torch.from_numpy(S.read_images(src, rows, sup.get("kind", "image")))
+
+    def probs(t):
+        with torch.no_grad():
+            return torch.cat([S.outputs_to_predictions(model(t[i:i + 128]), sup["target"])
+                              for i in range(0, len(t), 128)])
+
+    p0 = probs(x)
+    common = {"model": cfg["model"]["name"], "n": len(rows), "target": sup["target"]}
+    d4 = torch.stack([(probs(dihedral(x, k)) - p0).abs().amax(1) for k in range(1, 8)])
+    print(json.dumps({"bench": "invariance", "transform": "dihedral (7 non-identity)", "max_abs_dp": d4.max().item(),
+                      "mean_abs_dp": d4.mean().item(), **common}), flush=True)
+    for a in [float(s) for s in args.angles.split(",")]:
+        p = probs(rotate(x, a, padding_mode="reflection"))
+        d = (p - p0).abs().amax(1)
+        print(json.dumps({"bench": "invariance", "transform": f"rotate {a:g} deg", "max_abs_dp": d.max().item(),
+                          "mean_abs_dp": d.mean().item(),
+                          "top_changed_frac": (p.argmax(1) != p0.argmax(1)).float().mean().item(), **common}),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -280,16 +280,17 @@ def _write_table(df: pd.DataFrame, path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------- predict
-def tta_transforms(n: int) -> list[tuple[int, float]]:
+def tta_transforms(n: int, period: float = 90.0) -> list[tuple[int, float]]:
     """``n`` test-time transforms (dihedral index 0..7, extra rotation angle in degrees).
 
     The first 8 are the dihedral group; beyond that the angle grid is refined: with m = ⌈n/8⌉ angles
-    k·90°/m, each combined with the 8 dihedral transforms. ``n=1`` is the identity.
+    k·period/m, each combined with the 8 dihedral transforms. ``n=1`` is the identity. ``period`` is
+    90° for ordinary models and 45° for ``rotinv``, which already pools the 45° multiples.
     """
     if n < 1:
         raise GalmoError(f"--tta must be ≥ 1 (got {n})")
     m = math.ceil(n / 8)
-    return [(j % 8, (j // 8) * 90.0 / m) for j in range(n)]
+    return [(j % 8, (j // 8) * period / m) for j in range(n)]
 
 
 def apply_transform(x: torch.Tensor, k: int, angle: float) -> torch.Tensor:
@@ -306,7 +307,7 @@ def predict_arrays(model, images, target: str, tta: int = 1, batch_size: int = 2
     model.eval()
     device = torch.device(device)
     outs = []
-    tfs = tta_transforms(tta)
+    tfs = tta_transforms(tta, period=45.0 if type(model).__name__ == "RotInvNet" else 90.0)
     for s in range(0, len(images), batch_size):
         xb = torch.as_tensor(np.asarray(images[s:s + batch_size]), dtype=torch.float32).to(device)
         acc = None
