@@ -466,7 +466,7 @@ def _evaluate(run_dir, src, quick, fractions, folds, cnn_folds, pt_epochs, lite0
     fig_dir = Path(run_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)
     cat = src.catalog
-    pt_epochs = pt_epochs or (1 if quick else 6)
+    pt_epochs = pt_epochs or (1 if quick else 20)
     max_images = 256 if quick else None
     lite0_size = lite0_size or (32 if quick else 96)
     if quick:
