@@ -97,3 +97,40 @@ def test_purity_and_contingency():
     assert gu.tolist() == [0, 1] and cu.tolist() == [1, 2, 3]
     assert table.tolist() == [[2, 1, 0], [0, 0, 2]]
     assert purity(g, c) == pytest.approx(4 / 5)
+
+
+def test_cli_cluster_end_to_end(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from galmo.cli import main
+    from galmo.simulate import simulate
+
+    data = simulate(n=48, size=32, seed=0, out=tmp_path / "tiny.h5")
+    out = tmp_path / "run"
+    rc = main(["cluster", "--data", str(data), "--k", "4", "6", "--out", str(out), "--size", "32",
+               "--denoise-epochs", "1", "--morph-per-group", "1", "--min-agree", "2", "--quiet"])
+    assert rc == 0
+    cat = pd.read_parquet(out / "cluster_catalog.parquet")
+    assert len(cat) == 48 and {"id", "group", "agreement", "label_kmeans", "label_agglomerative",
+                               "label_birch", "group_k6", "pca_1"} <= set(cat.columns)
+    m = json.loads((out / "metrics.json").read_text())
+    frac = float((cat["group"] >= 0).mean())
+    assert m["fraction_classified"] == pytest.approx(frac)
+    assert set(m["fraction_classified_by_k"]) == {"4", "6"}
+    assert ((cat["agreement"] >= 2) == (cat["group"] >= 0)).all()
+    ok = cat["group"] >= 0
+    assert m["purity"] == pytest.approx(purity(cat["group"][ok], cat["label"][ok]))
+    assert "psnr_gain" in m and m["pca_components"] >= 2
+    for f in ("report.html", "figures/cluster_map.png", "figures/cluster_confusion.png", "cluster_confusion.csv",
+              "figures/cluster_gini_m20.png", "cluster_morphology.parquet", "config.json"):
+        assert (out / f).exists(), f
+    assert "Unsupervised groups" in (out / "report.html").read_text()
+
+
+def test_cli_cluster_bad_input(tmp_path, capsys):
+    from galmo.cli import main
+
+    assert main(["cluster", "--data", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "r")]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "galmo.commands",  # simulate, info, show, demo
     "galmo.pipelines.foundation",  # pretrain, embed, similar, outliers, probe
     "galmo.pipelines.supervised",  # train, predict, evaluate
+    "galmo.pipelines.unsupervised",  # cluster
 ]
 
 

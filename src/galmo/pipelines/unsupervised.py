@@ -1,0 +1,422 @@
+"""Unsupervised morphology groups: eUML (2024) — denoise, adaptive polar unwrap, pretrained CNN
+features, automatic PCA, voting clustering — with the fixes described in ``docs/unsupervised.md``.
+
+Library::
+
+    from galmo.pipelines.unsupervised import make_pipeline, run_cluster
+    pipe = make_pipeline(k=20)                 # an sklearn Pipeline of galmo.stages + VotingClustering
+    groups = pipe.fit_predict(images)          # float32 (N, C, H, W) in [0, 1]
+    metrics = run_cluster(src, "runs/x", k=20) # everything the ``galmo cluster`` verb writes
+
+CLI: ``galmo cluster --data SOURCE --k 20 --out runs/NAME [--no-denoise --no-polar --no-pca
+--backbone NAME --weights FILE --min-agree m --device auto --on-error skip]``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from galmo.errors import GalmoError
+
+DEFAULTS = {"k": 20, "size": 96, "pca_variance": 0.9, "denoise_epochs": 4, "denoise_max_train": 3000,
+            "morph_per_group": 20}
+
+
+# ----------------------------------------------------------------------------------- composition
+def make_pipeline(k=20, denoise: bool = True, polar: bool = True, pca: bool = True,
+                  backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size: int | None = 96,
+                  min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
+                  pca_variance: float = 0.9, whiten: bool = False, denoise_epochs: int = 4, seed: int = 0,
+                  device: str = "auto", run_dir=None, progress: bool = False):
+    """The paper's method as ``Pipeline([denoise, polar, encode, pca, cluster])``; a disabled stage
+    is ``"passthrough"``."""
+    from sklearn.pipeline import Pipeline
+
+    from galmo.cluster import VotingClustering
+    from galmo.stages import AutoPCA, Denoiser, Encoder, PolarUnwrap
+
+    return Pipeline([
+        ("denoise", Denoiser(epochs=denoise_epochs, widths=(16, 32), seed=seed, device=device,
+                             run_dir=None if run_dir is None else Path(run_dir) / "denoiser", progress=progress)
+         if denoise else "passthrough"),
+        ("polar", PolarUnwrap() if polar else "passthrough"),
+        ("encode", Encoder(backbone=backbone, weights=weights, size=size, device=device, progress=progress)),
+        ("pca", AutoPCA(variance=pca_variance, whiten=whiten, random_state=seed) if pca else "passthrough"),
+        ("cluster", VotingClustering(n_clusters=k, members=members, min_agree=min_agree, bagging=bagging,
+                                     random_state=seed, progress=progress)),
+    ])
+
+
+def clean_display(src, pos: np.ndarray) -> np.ndarray | None:
+    """The noise-free version of the ``image`` kind for rows ``pos`` (sims: the noiseless fluxes
+    through the same Legacy-Survey composite as the stored images), or None."""
+    if "noiseless" not in getattr(src, "kinds", ()):
+        return None
+    from galmo.transforms import legacy_rgb
+
+    bands = tuple(src.bands) if len(src.bands) == 3 else ("g", "r", "z")
+    rgb = legacy_rgb(src.read(pos, kind="noiseless"), bands=bands)  # (N, H, W, 3) RGB
+    rgb = np.round(rgb * 255) / 255  # the stored composites are uint8
+    return np.moveaxis(rgb[..., ::-1], -1, 1).astype(np.float32)  # planes in band order (B, G, R)
+
+
+def _read_all(src, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    rows, chunks = [], []
+    for pos, imgs in src.iter_batches(batch_size=256, kind="image", progress=progress):
+        rows.append(np.asarray(pos))
+        chunks.append(imgs)
+    if not rows:
+        raise GalmoError("no readable images in the source", path=getattr(src, "path", None))
+    return np.concatenate(rows), np.concatenate(chunks)
+
+
+def features(X: np.ndarray, denoise: bool = True, polar: bool = True, backbone: str = "tf_efficientnet_lite0",
+             weights: str | None = "offline", size: int | None = 96, denoise_epochs: int = 4,
+             denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
+             progress: bool = False, clean: np.ndarray | None = None, log=print) -> tuple[np.ndarray, dict]:
+    """Stages 1–3 on images ``X``: (features (N, D), info with timings, PSNR, stage objects)."""
+    from galmo.stages import Denoiser, Encoder, PolarUnwrap
+
+    info: dict = {"timings_s": {}}
+    Z = X
+    if denoise:
+        t = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        sub = np.sort(rng.choice(len(X), size=min(denoise_max_train, len(X)), replace=False))
+        den = Denoiser(epochs=denoise_epochs, widths=(16, 32), seed=seed, device=device, progress=progress,
+                       run_dir=None if run_dir is None else Path(run_dir) / "denoiser").fit(X[sub])
+        Z = den.transform(X)
+        info["denoiser"] = den
+        info["timings_s"]["denoise"] = time.perf_counter() - t
+        if clean is not None:
+            from galmo.stages import psnr
+
+            m = len(clean)  # the clean images of the first m rows
+            info["psnr_noisy"] = psnr(X[:m], clean, 1.0)
+            info["psnr_denoised"] = psnr(Z[:m], clean, 1.0)
+            info["psnr_gain"] = info["psnr_denoised"] - info["psnr_noisy"]
+            log(f"[cluster] denoiser: PSNR {info['psnr_noisy']:.2f} → {info['psnr_denoised']:.2f} dB "
+                f"({info['psnr_gain']:+.2f} dB vs the noiseless images)")
+    if polar:
+        t = time.perf_counter()
+        pu = PolarUnwrap()
+        Z = pu.fit_transform(Z)
+        info["polar"] = pu
+        info["timings_s"]["polar"] = time.perf_counter() - t
+    t = time.perf_counter()
+    enc = Encoder(backbone=backbone, weights=weights, size=size, device=device, progress=progress).fit()
+    F = enc.transform(Z)
+    info["timings_s"]["encode"] = time.perf_counter() - t
+    info["encoder"] = enc
+    info["images"] = Z
+    return F, info
+
+
+def cluster_features(F: np.ndarray, k=20, pca: bool = True, pca_variance: float = 0.9, whiten: bool = False,
+                     min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
+                     seed: int = 0, progress: bool = False):
+    """Stages 4–5: (VotingClustering, AutoPCA or None, coordinates clustered)."""
+    from galmo.cluster import VotingClustering
+    from galmo.stages import AutoPCA
+
+    ap = AutoPCA(variance=pca_variance, whiten=whiten, random_state=seed).fit(F) if pca else None
+    P = ap.transform(F) if ap is not None else np.asarray(F, dtype=np.float32)
+    vc = VotingClustering(n_clusters=k, members=members, min_agree=min_agree, bagging=bagging,
+                          random_state=seed, progress=progress).fit(P)
+    return vc, ap, P
+
+
+def score(vc, labels: np.ndarray | None) -> dict:
+    """Fraction classified per K and, with labels, purity/NMI/ARI of the classified galaxies per K."""
+    from galmo.metrics import clustering_scores
+
+    out = {}
+    for k, r in vc.per_k_.items():
+        d = {"fraction_classified": r["fraction_classified"], "n_classified": int((r["labels"] >= 0).sum()),
+             "n_groups_used": int(len(np.unique(r["labels"][r["labels"] >= 0])))}
+        if labels is not None and (labels >= 0).any():
+            d.update(clustering_scores(r["labels"], labels))
+            # the members' own quality (all galaxies, no voting), for comparison
+            for j, nm in enumerate(vc.member_names_):
+                d[f"{nm}_nmi_all"] = clustering_scores(r["member_labels"][:, j], labels)["nmi"]
+        out[int(k)] = d
+    return out
+
+
+# ----------------------------------------------------------------------------------- the run
+def run_cluster(src, run_dir, k=20, denoise: bool = True, polar: bool = True, pca: bool = True,
+                backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size: int | None = 96,
+                min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
+                pca_variance: float = 0.9, whiten: bool = False, denoise_epochs: int = 4,
+                denoise_max_train: int = 3000, morphology: bool = True, morph_per_group: int = 20, seed: int = 0,
+                device: str = "auto", progress: bool = True, report: bool = True, log=print) -> dict:
+    """Run the whole method on ``src`` and write the run folder (see the module docstring)."""
+    from galmo import plots
+    from galmo.catalog import write_catalog
+    from galmo.io import write_json
+    from galmo.metrics import contingency
+    from galmo.report import add_section, build_report, metrics_html, table_html
+
+    ks = [int(k)] if np.isscalar(k) else [int(x) for x in k]
+    run_dir = Path(run_dir)
+    fig_dir = run_dir / "figures"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {"command": "cluster", "source": str(getattr(src, "path", "")), "k": ks, "denoise": denoise,
+              "polar": polar, "pca": pca, "backbone": backbone, "weights": weights, "size": size,
+              "min_agree": min_agree, "members": list(members), "bagging": bagging, "pca_variance": pca_variance,
+              "whiten": whiten, "denoise_epochs": denoise_epochs, "seed": seed}
+    write_json(run_dir / "config.json", config)
+    t0 = time.perf_counter()
+    rows, X = _read_all(src, progress)
+    if len(rows) < max(ks):
+        raise GalmoError(f"{len(rows)} readable galaxies: too few for K={max(ks)} groups", path=src.path)
+    if getattr(src, "rejected", None):
+        from galmo.sources import write_rejected
+
+        write_rejected(src, run_dir)
+        log(f"[cluster] skipped {len(src.rejected)} bad items (rejected.csv)")
+    cat = src.catalog.iloc[rows].reset_index(drop=True)
+    labels = cat["label"].to_numpy() if "label" in cat.columns else None
+    clean = None
+    if denoise and "noiseless" in getattr(src, "kinds", ()):
+        pick = np.sort(np.random.default_rng(seed).choice(len(rows), size=min(500, len(rows)), replace=False))
+        clean = (pick, clean_display(src, rows[pick]))
+    F, info = features(X, denoise=denoise, polar=polar, backbone=backbone, weights=weights, size=size,
+                       denoise_epochs=denoise_epochs, denoise_max_train=denoise_max_train, seed=seed, device=device,
+                       run_dir=run_dir, progress=progress, clean=None, log=log)
+    if clean is not None:
+        from galmo.stages import psnr
+
+        pick, ref = clean
+        den = info["denoiser"].transform(X[pick])
+        info["psnr_noisy"], info["psnr_denoised"] = psnr(X[pick], ref, 1.0), psnr(den, ref, 1.0)
+        info["psnr_gain"] = info["psnr_denoised"] - info["psnr_noisy"]
+        log(f"[cluster] denoiser: PSNR {info['psnr_noisy']:.2f} → {info['psnr_denoised']:.2f} dB "
+            f"({info['psnr_gain']:+.2f} dB against the noiseless images, {len(pick)} galaxies)")
+    t = time.perf_counter()
+    vc, ap, P = cluster_features(F, k=ks, pca=pca, pca_variance=pca_variance, whiten=whiten, min_agree=min_agree,
+                                 members=members, bagging=bagging, seed=seed, progress=progress)
+    info["timings_s"]["cluster"] = time.perf_counter() - t
+    per_k = score(vc, labels)
+    groups = vc.labels_
+    # ---- catalog
+    out = pd.DataFrame({"id": cat["id"].astype(str).to_numpy(), "group": groups, "agreement": vc.agreement_})
+    for j, nm in enumerate(vc.member_names_):
+        out[f"label_{nm}"] = vc.member_labels_[:, j]
+    for kk in ks[1:]:
+        out[f"group_k{kk}"] = vc.per_k_[kk]["labels"]
+    coords = P if ap is not None else _pca2(P, seed)
+    prefix = "pca" if ap is not None else "pc2d"
+    for i in range(coords.shape[1]):
+        out[f"{prefix}_{i + 1}"] = coords[:, i].astype(np.float32)
+    for col in ("label", "label_name"):
+        if col in cat.columns:
+            out[col] = cat[col].to_numpy()
+    cat_path = write_catalog(out, run_dir / "cluster_catalog.parquet")
+    # ---- metrics
+    k0 = ks[0]
+    metrics = {"n": int(len(rows)), "k": k0, "members": vc.member_names_,
+               "min_agree": vc.min_agree or vc.n_members_, **per_k[k0],
+               "fraction_classified_by_k": {str(kk): per_k[kk]["fraction_classified"] for kk in ks},
+               "pca_components": int(ap.n_components_) if ap is not None else None,
+               "pca_variance_kept": float(ap.explained_variance_kept_) if ap is not None else None,
+               "stages": {"denoise": denoise, "polar": polar, "pca": pca},
+               "by_k": {str(kk): v for kk, v in per_k.items()}}
+    for key in ("psnr_noisy", "psnr_denoised", "psnr_gain"):
+        if key in info:
+            metrics[key] = float(info[key])
+    log(f"[cluster] K={k0}: {metrics['fraction_classified']:.1%} classified"
+        + (f", purity {metrics['purity']:.3f}, NMI {metrics['nmi']:.3f}, ARI {metrics['ari']:.3f}"
+           if "purity" in metrics else ""))
+    # ---- figures
+    figures, captions = [], []
+    xy = coords[:, :2] if coords.shape[1] >= 2 else np.c_[coords[:, 0], np.zeros(len(coords))]
+    figures.append(plots.scatter_labels(xy, groups, fig_dir / "cluster_map.png",
+                                        title=f"K={k0} groups (-1 = unclassified)", xlabel=f"{prefix} 1",
+                                        ylabel=f"{prefix} 2"))
+    captions.append("galaxies on the first two principal components, coloured by group (-1: members disagree)")
+    conf_df = None
+    if labels is not None and (labels >= 0).any():
+        table, gu, cu = contingency(groups, labels)
+        names = list(getattr(src, "class_names", None) or [])
+        col_names = [names[c] if c < len(names) else str(c) for c in cu]
+        figures.append(plots.confusion(table, fig_dir / "cluster_confusion.png", [f"group {g}" for g in gu],
+                                       col_names, title="groups × classes (classified galaxies)", normalize="row",
+                                       xlabel="true class", ylabel="group"))
+        captions.append("contingency of groups and true classes; colour = fraction of the group")
+        conf_df = pd.DataFrame(table, columns=col_names)
+        conf_df.insert(0, "group", gu)
+        conf_df.insert(1, "majority", [col_names[i] for i in table.argmax(1)])
+        conf_df.insert(2, "purity", table.max(1) / np.maximum(table.sum(1), 1))
+        write_catalog_csv(conf_df, run_dir / "cluster_confusion.csv")
+    montage_paths = []
+    show = info.get("images_display", None)  # noqa: F841 - montages show the input images
+    for g in list(np.unique(groups[groups >= 0])) + [-1]:
+        pos = np.flatnonzero(groups == g)
+        if not len(pos):
+            continue
+        pick = np.sort(np.random.default_rng(seed).choice(pos, size=min(24, len(pos)), replace=False))
+        name = "unclassified" if g < 0 else f"group_{g:02d}"
+        titles = [str(cat["label_name"].iat[i])[:14] for i in pick] if "label_name" in cat.columns else None
+        montage_paths.append(plots.montage(list(X[pick]), fig_dir / f"cluster_{name}.png", titles=titles, ncols=8,
+                                           suptitle=f"{name} ({len(pos)} galaxies)", cell=0.9))
+    # ---- morphology
+    med = None
+    if morphology:
+        from galmo.morphology import group_medians, lotz_class, measure_groups
+
+        t = time.perf_counter()
+        g_src = np.full(len(src.catalog), -1)
+        g_src[rows] = groups
+        mdf = measure_groups(src, g_src, per_group=morph_per_group, seed=seed, progress=progress)
+        info["timings_s"]["morphology"] = time.perf_counter() - t
+        if len(mdf):
+            mdf.insert(1, "id", src.catalog["id"].astype(str).to_numpy()[mdf["pos"].to_numpy()])
+            mdf["lotz_class"] = lotz_class(mdf["gini"], mdf["m20"])
+            write_catalog(mdf.drop(columns=["pos"]), run_dir / "cluster_morphology.parquet")
+            med = group_medians(mdf)
+            figures.append(plots.gini_m20(mdf, fig_dir / "cluster_gini_m20.png", by="group",
+                                          title=f"Gini–M20 ({mdf.attrs.get('images', '')})"))
+            captions.append(f"up to {morph_per_group} galaxies per group on the Gini–M20 plane; "
+                            "lines: Lotz et al. (2008)")
+            figures.append(plots.concentration_asymmetry(mdf, fig_dir / "cluster_c_a.png", by="group"))
+            captions.append("concentration–asymmetry plane; dashed: A = 0.35 (Conselice 2003)")
+            metrics["morphology_failed_fraction"] = float(mdf["gini"].isna().mean())
+    metrics["timings_s"] = {k2: round(v, 2) for k2, v in info["timings_s"].items()}
+    metrics["timings_s"]["total"] = round(time.perf_counter() - t0, 2)
+    write_json(run_dir / "metrics.json", metrics)
+    if report:
+        body = _report_body(metrics, per_k, conf_df, med, cat_path, config)
+        add_section(run_dir, "cluster", "Unsupervised groups (eUML voting clustering)", body,
+                    figures + montage_paths,
+                    captions + [f"montage: {Path(p).stem.replace('cluster_', '')}" for p in montage_paths])
+        build_report(run_dir)
+    return metrics
+
+
+def write_catalog_csv(df: pd.DataFrame, path) -> Path:
+    from galmo.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def _pca2(F: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=min(2, F.shape[1]), random_state=seed).fit_transform(F).astype(np.float32)
+
+
+def _report_body(metrics: dict, per_k: dict, conf_df, med, cat_path, config) -> str:
+    from galmo.report import metrics_html, table_html
+
+    stages = ", ".join(f"{s} {'on' if v else 'off'}" for s, v in metrics["stages"].items())
+    head = {k: metrics[k] for k in ("n", "k", "min_agree", "fraction_classified", "n_classified", "purity", "nmi",
+                                     "ari", "pca_components", "pca_variance_kept", "psnr_noisy", "psnr_denoised",
+                                     "psnr_gain") if k in metrics and metrics[k] is not None}
+    body = (f"<p>Stages: {stages}; backbone {config['backbone']} at {config['size']} px; members "
+            f"{', '.join(metrics['members'])} (Hungarian-aligned). A galaxy is <em>classified</em> when at "
+            f"least {metrics['min_agree']} of {len(metrics['members'])} members put it in the same group; "
+            f"purity/NMI/ARI are over the classified galaxies (purity: majority true class per group). "
+            f"Catalog: <code>{Path(cat_path).name}</code>.</p>")
+    body += metrics_html(head)
+    if len(per_k) > 1:
+        body += "<h3>Fraction classified per K</h3>" + table_html(
+            pd.DataFrame([{"K": k, **{c: v for c, v in d.items() if c in ("fraction_classified", "n_classified",
+                                                                            "purity", "nmi", "ari")}}
+                          for k, d in per_k.items()]))
+    if conf_df is not None:
+        body += "<h3>Groups × true classes</h3>" + table_html(conf_df)
+    if med is not None:
+        body += ("<h3>Morphology per group (medians of a sample)</h3><p>statmorph on the r-band flux where the "
+                 "source has it; NaN where statmorph flagged the measurement as bad.</p>" + table_html(med))
+    return body
+
+
+# ----------------------------------------------------------------------------------- demo
+def demo_section(run_dir, source, quick: bool = False) -> dict:
+    """The demo's cluster section on ``source`` (the default sims): K=20, the full method."""
+    if quick:
+        n = min(len(source), 300)
+        sub = _Subset(source, np.sort(np.random.default_rng(0).choice(len(source), size=n, replace=False)))
+        return run_cluster(sub, run_dir, k=10, size=64, denoise_epochs=1, denoise_max_train=200,
+                           morph_per_group=1, progress=False, report=True)
+    return run_cluster(source, run_dir, k=20, denoise_epochs=DEFAULTS["denoise_epochs"],
+                       denoise_max_train=1500, morph_per_group=6, progress=True, report=True)
+
+
+class _Subset:
+    """Rows ``pos`` of a source, with the Source reading interface the pipeline uses."""
+
+    def __init__(self, src, pos):
+        self._src, self._pos = src, np.asarray(pos)
+        self.catalog = src.catalog.iloc[self._pos].reset_index(drop=True)
+        self.path, self.bands, self.kinds = src.path, src.bands, src.kinds
+        self.class_names, self.rejected = src.class_names, []
+
+    def __len__(self):
+        return len(self._pos)
+
+    def read(self, idx, kind="image"):
+        return self._src.read(self._pos[np.asarray(idx)], kind=kind)
+
+    def iter_batches(self, batch_size=256, kind="image", progress=False):
+        for s in range(0, len(self._pos), batch_size):
+            idx = np.arange(s, min(s + batch_size, len(self._pos)))
+            yield idx, self.read(idx, kind)
+
+
+# ----------------------------------------------------------------------------------- CLI
+def register(sub) -> None:
+    from galmo.cli import add_common
+
+    p = sub.add_parser("cluster", help="unsupervised morphology groups (eUML voting clustering)")
+    p.add_argument("--data", required=True, help="image source (HDF5, FITS, folder, catalog; see galmo info)")
+    p.add_argument("--k", type=int, nargs="+", default=[20], help="number of groups; several K → one fit each "
+                   "(fraction classified reported per K; the first K fills the catalog)")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--no-denoise", action="store_true", help="skip the autoencoder denoiser")
+    p.add_argument("--no-polar", action="store_true", help="skip the adaptive polar unwrap")
+    p.add_argument("--no-pca", action="store_true", help="cluster the encoder features without PCA")
+    p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name (default offline "
+                   "EfficientNet-Lite0; others need --weights)")
+    p.add_argument("--weights", default="offline", help="'offline' (packaged), a .safetensors/state-dict file, "
+                   "or 'hub' (online)")
+    p.add_argument("--size", type=int, default=DEFAULTS["size"], help="encoder input size in px (default 96)")
+    p.add_argument("--min-agree", type=int, default=None, help="members that must agree (default: all)")
+    p.add_argument("--members", nargs="+", default=["kmeans", "agglomerative", "birch"],
+                   help="clustering members; the first is the alignment reference")
+    p.add_argument("--bagging", type=int, default=0, help="bootstrap fits per member (default 0: off)")
+    p.add_argument("--pca-variance", type=float, default=0.9, help="explained variance kept by AutoPCA")
+    p.add_argument("--whiten", action="store_true", help="whiten the PCA components")
+    p.add_argument("--denoise-epochs", type=int, default=DEFAULTS["denoise_epochs"])
+    p.add_argument("--morph-per-group", type=int, default=DEFAULTS["morph_per_group"],
+                   help="galaxies per group measured with statmorph (0: none)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_common(p, device=True, on_error=True, seed=True)
+    p.set_defaults(func=cmd_cluster)
+
+
+def cmd_cluster(args) -> int:
+    from galmo.sources import open_source
+
+    if any(k < 2 for k in args.k):
+        raise GalmoError(f"--k must be ≥ 2, got {args.k}")
+    if args.min_agree is not None and not 1 <= args.min_agree <= len(args.members):
+        raise GalmoError(f"--min-agree must be between 1 and the number of members ({len(args.members)}), "
+                         f"got {args.min_agree}")
+    weights = None if args.weights in ("none", "None", "random") else args.weights
+    src = open_source(args.data, on_error=args.on_error)
+    metrics = run_cluster(src, args.out, k=args.k, denoise=not args.no_denoise, polar=not args.no_polar,
+                          pca=not args.no_pca, backbone=args.backbone, weights=weights, size=args.size,
+                          min_agree=args.min_agree, members=args.members, bagging=args.bagging,
+                          pca_variance=args.pca_variance, whiten=args.whiten, denoise_epochs=args.denoise_epochs,
+                          morphology=args.morph_per_group > 0, morph_per_group=max(1, args.morph_per_group),
+                          seed=args.seed, device=args.device, progress=not args.quiet)
+    print(f"wrote {Path(args.out) / 'cluster_catalog.parquet'}, metrics.json and report.html in {args.out}")
+    return 0 if metrics else 1
