@@ -59,7 +59,11 @@ def clean_display(src, pos: np.ndarray) -> np.ndarray | None:
     from galmo.transforms import legacy_rgb
 
     bands = tuple(src.bands) if len(src.bands) == 3 else ("g", "r", "z")
-    rgb = legacy_rgb(src.read(pos, kind="noiseless"), bands=bands)  # (N, H, W, 3) RGB
+    flux = src.read(pos, kind="noiseless")
+    if "pxscale" in src.catalog.columns:  # the simulator composites flux per native 0.262" pixel
+        scale = src.catalog["pxscale"].to_numpy(dtype=np.float32)[np.asarray(pos)]
+        flux = flux * ((0.262 / scale) ** 2)[:, None, None, None]
+    rgb = legacy_rgb(flux, bands=bands)  # (N, H, W, 3) RGB
     rgb = np.round(rgb * 255) / 255  # the stored composites are uint8
     return np.moveaxis(rgb[..., ::-1], -1, 1).astype(np.float32)  # planes in band order (B, G, R)
 
