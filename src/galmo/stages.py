@@ -98,7 +98,7 @@ class Denoiser(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, epochs: int = 8, batch_size: int = 64, lr: float = 2e-3, widths: tuple = (32, 64),
-                 kernel: int = 5, latent: int | None = None, noise_factor: float = 1.0, run_dir=None,
+                 kernel: int = 5, latent: int | None = None, residual: bool = False, noise_factor: float = 1.0, run_dir=None,
                  checkpoint=None, seed: int = 0, device: str = "auto", progress: bool = False):
         self.epochs = epochs
         self.batch_size = batch_size
@@ -106,6 +106,7 @@ class Denoiser(TransformerMixin, BaseEstimator):
         self.widths = widths
         self.kernel = kernel
         self.latent = latent
+        self.residual = residual
         self.noise_factor = noise_factor
         self.run_dir = run_dir
         self.checkpoint = checkpoint
@@ -130,7 +131,8 @@ class Denoiser(TransformerMixin, BaseEstimator):
             self.history_ = []
             return self
         n, c, h, w = X.shape
-        kwargs = {"in_chans": c, "size": h, "widths": list(self.widths), "kernel": self.kernel, "latent": self.latent}
+        kwargs = {"in_chans": c, "size": h, "widths": list(self.widths), "kernel": self.kernel, "latent": self.latent,
+                  "residual": self.residual}
         torch.manual_seed(self.seed)
         model = create("conv_autoencoder", **kwargs)
         sigma = torch.from_numpy(np.maximum(noise_sigma(X), 1e-4))

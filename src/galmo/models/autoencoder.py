@@ -3,7 +3,9 @@
 eUML's network: two 5×5 conv blocks with 2×2 pooling, a dense bottleneck, and the mirrored
 decoder, trained with MSE to reproduce its input. ``latent=int`` builds exactly that; the default
 ``latent=None`` keeps a convolutional bottleneck (no dense layer), which keeps positional detail
-and denoises far better at the same cost. What makes it a *denoiser* is the training task in
+and denoises far better at the same cost. ``residual=True`` predicts a correction added
+to the input, so a briefly trained network starts from the identity instead of destroying the
+image (eUML's plain reconstruction, the default: ``residual=False``). What makes it a *denoiser* is the training task in
 :mod:`galmo.stages` (noise injected at the input, the observed image as the target).
 """
 
@@ -22,8 +24,9 @@ def _block(cin: int, cout: int, k: int) -> nn.Sequential:
 
 class ConvAutoencoder(nn.Module):
     def __init__(self, in_chans: int = 3, size: int = 64, widths: tuple = (32, 64), kernel: int = 5,
-                 latent: int | None = None):
+                 latent: int | None = None, residual: bool = False):
         super().__init__()
+        self.residual = residual
         widths = tuple(int(w) for w in widths)
         self.in_chans, self.size, self.latent = in_chans, size, latent
         enc, c = [], in_chans
@@ -58,7 +61,7 @@ class ConvAutoencoder(nn.Module):
         y = self.out(self.decoder(z))
         if y.shape[-2:] != (h, w):
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
-        return y
+        return x + y if self.residual else y
 
 
 @register_model

@@ -348,7 +348,7 @@ def demo_section(run_dir, source, quick: bool = False) -> dict:
     if quick:
         n = min(len(source), 300)
         sub = _Subset(source, np.sort(np.random.default_rng(0).choice(len(source), size=n, replace=False)))
-        return run_cluster(sub, run_dir, k=10, size=64, denoise_epochs=1, denoise_max_train=200,
+        return run_cluster(sub, run_dir, k=10, size=64, denoise_epochs=2, denoise_max_train=300,
                            morph_per_group=1, progress=False, report=True)
     return run_cluster(source, run_dir, k=20, denoise_epochs=DEFAULTS["denoise_epochs"],
                        denoise_max_train=1500, morph_per_group=6, progress=True, report=True)
