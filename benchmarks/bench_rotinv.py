@@ -92,13 +92,14 @@ def invariance(args) -> None:
     from galmo.device import set_threads
     from galmo.models.rotinv import dihedral, rotate
     from galmo.pipelines import supervised as S
+    from galmo.sources import as_source, read_rows
 
     set_threads(args.threads)
     model, cfg, sup = S.load_run(args.run, "cpu")
-    src = S._open(args.data)
+    src = as_source(args.data)
     ids = set(pd.read_csv(f"{args.run}/{S.TEST_IDS_FILE}", dtype={"id": str})["id"])
     rows = np.flatnonzero(src.catalog["id"].astype(str).isin(ids).to_numpy())[:args.max_images]
-    x = torch.from_numpy(S.read_images(src, rows, sup.get("kind", "image")))
+    x = torch.from_numpy(read_rows(src, rows, sup.get("kind", "image"))[1])
 
     def probs(t):
         with torch.no_grad():

@@ -17,33 +17,19 @@ import numpy as np
 import pandas as pd
 
 from galmo.errors import GalmoError
+from galmo.sources import as_source, read_rows
 
 CNN_NAME = "simple_cnn"
 
 
 # ====================================================================== library functions
-def _open(path, on_error: str = "raise"):
-    from galmo.sources import open_source
-
-    return open_source(path, on_error=on_error)
-
-
 def load_images(src, kind: str = "image", max_images: int | None = None, seed: int = 0,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(row positions, float16 (N, C, H, W) images) of a source, or of a random ``max_images`` subset."""
-    n = len(src)
-    if max_images and max_images < n:
-        pos = np.sort(np.random.default_rng(seed).choice(n, size=max_images, replace=False))
-        out = np.concatenate([src.read(pos[i:i + 512], kind=kind).astype(np.float16)
-                              for i in range(0, len(pos), 512)])
-        return pos, out
-    poss, ims = [], []
-    for p, im in src.iter_batches(batch_size=512, kind=kind, progress=progress):
-        poss.append(p)
-        ims.append(im.astype(np.float16))
-    if not ims:
-        raise GalmoError("the source has no readable images", path=getattr(src, "path", None))
-    return np.concatenate(poss), np.concatenate(ims)
+    rows = None
+    if max_images and max_images < len(src):
+        rows = np.sort(np.random.default_rng(seed).choice(len(src), size=max_images, replace=False))
+    return read_rows(src, rows, kind=kind, dtype=np.float16, progress=progress)
 
 
 def pretrain(src, out, size: str = "tiny", epochs: int = 10, photometry: bool = False, resume: bool = False,
@@ -257,7 +243,7 @@ def register(sub) -> None:
 def cmd_pretrain(args) -> int:
     from galmo.io import write_json
 
-    src = _open(args.data, args.on_error)
+    src = as_source(args.data, args.on_error)
     s = pretrain(src, args.out, size=args.size, epochs=args.epochs, photometry=args.photometry, resume=args.resume,
                  device=args.device, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                  patch_size=args.patch_size, max_images=args.max_images, augment=not args.no_augment)
@@ -271,7 +257,7 @@ def cmd_pretrain(args) -> int:
 def cmd_embed(args) -> int:
     from galmo.embed import write_embeddings
 
-    src = _open(args.data, args.on_error)
+    src = as_source(args.data, args.on_error)
     ids, X, meta = embed(args.model, src, batch_size=args.batch_size, device=args.device, size=args.image_size,
                          progress=not args.no_progress, weights=args.weights, tokens=args.tokens)
     cat = src.catalog.set_index(src.catalog["id"].astype(str))
@@ -289,7 +275,7 @@ def _source_for(emb, data):
     path = data or emb.meta.get("data")
     if not path:
         raise GalmoError("give --data (the embeddings do not say which source they came from)")
-    return _open(path)
+    return as_source(path)
 
 
 def _montage_rows(src, ids_rows, titles_rows, path, suptitle=None):

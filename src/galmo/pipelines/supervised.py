@@ -33,8 +33,10 @@ import torch.nn.functional as F
 from galmo import checkpoint as ckpt
 from galmo.augment import AugmentConfig, augment
 from galmo.errors import GalmoError
-from galmo.io import atomic_path, read_json, write_json
+from galmo.catalog import write_catalog
+from galmo.io import read_json, write_json
 from galmo.schema import ANSWER_COLUMNS, QUESTION_SLICES, normalise_votes
+from galmo.sources import as_source, read_rows
 
 MODELS = ("rotinv", "simple_cnn", "timm_classifier")
 TARGETS = ("class", "votes")
@@ -43,23 +45,6 @@ TEST_IDS_FILE = "test_ids.csv"
 
 
 # ---------------------------------------------------------------------------------------- data
-def _open(source, on_error: str = "raise"):
-    if hasattr(source, "catalog") and hasattr(source, "read"):
-        return source
-    from galmo.sources import open_source
-
-    return open_source(source, on_error=on_error)
-
-
-def read_images(src, rows: np.ndarray, kind: str = "image", chunk: int = 512) -> np.ndarray:
-    """float32 (N, C, H, W) for catalog row positions ``rows`` (read in chunks)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    out = np.empty((len(rows),) + tuple(src.shape), dtype=np.float32)
-    for s in range(0, len(rows), chunk):
-        out[s:s + chunk] = src.read(rows[s:s + chunk], kind=kind)
-    return out
-
-
 def targets_of(src, target: str, rows: np.ndarray | None = None):
     """Labels (int64) or cumulative vote fractions (float32, N×37) of ``rows``; GalmoError when missing."""
     cat = src.catalog if rows is None else src.catalog.iloc[rows]
@@ -196,7 +181,7 @@ def train(data, out, *, model: str = "rotinv", target: str = "class", backbone: 
 
     set_threads()
     out = Path(out)
-    src = _open(data, on_error)
+    src = as_source(data, on_error)
     if kind not in src.kinds:
         raise GalmoError(f"--kind {kind}: this source has only {', '.join(src.kinds)}", path=src.path)
     c, h, w = src.shape
@@ -225,12 +210,12 @@ def train(data, out, *, model: str = "rotinv", target: str = "class", backbone: 
         lab = np.empty(len(rows), dtype=object)
         lab[tr], lab[va], lab[te] = "train", "val", "test"
         out.mkdir(parents=True, exist_ok=True)
-        _write_csv(pd.DataFrame({"id": ids, "split": lab}), out / SPLIT_FILE)
-        _write_csv(pd.DataFrame({"id": ids[te]}), out / TEST_IDS_FILE)
+        write_catalog(pd.DataFrame({"id": ids, "split": lab}), out / SPLIT_FILE)
+        write_catalog(pd.DataFrame({"id": ids[te]}), out / TEST_IDS_FILE)
     log(f"[train] {src.path}: {len(tr)} train / {len(va)} val / {len(te)} test galaxies, {c}×{h}×{w}, "
         f"target {target}, model {model}")
     t0 = time.perf_counter()
-    x = torch.from_numpy(read_images(src, rows[np.concatenate([tr, va])], kind))
+    x = torch.from_numpy(read_rows(src, rows[np.concatenate([tr, va])], kind)[1])
     yt = torch.from_numpy(y_all[np.concatenate([tr, va])])
     log(f"[train] images read in {time.perf_counter() - t0:.1f} s")
     train_set = torch.utils.data.TensorDataset(x[:len(tr)], yt[:len(tr)])
@@ -259,24 +244,6 @@ def train(data, out, *, model: str = "rotinv", target: str = "class", backbone: 
         del x, train_set, val_set
         result["test"] = evaluate(out, src, split="test", tta=tta, device=device, log=log)
     return result
-
-
-def _write_csv(df: pd.DataFrame, path) -> Path:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return Path(path)
-
-
-def _write_table(df: pd.DataFrame, path) -> Path:
-    path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        with atomic_path(path) as tmp:
-            df.to_parquet(tmp, index=False)
-    elif path.suffix.lower() == ".csv":
-        _write_csv(df, path)
-    else:
-        raise GalmoError("output must end in .parquet or .csv", path=path)
-    return path
 
 
 # ---------------------------------------------------------------------------------------- predict
@@ -348,7 +315,7 @@ def predict(run_dir, data, *, rows=None, tta: int = 1, batch_size: int = 256, de
     """
     from galmo.device import resolve_device
 
-    src = _open(data, on_error)
+    src = as_source(data, on_error)
     if model is None:
         model, _, sup = load_run(run_dir, device)
     dev = resolve_device(device)
@@ -360,7 +327,7 @@ def predict(run_dir, data, *, rows=None, tta: int = 1, batch_size: int = 256, de
     target = sup["target"]
     parts = []
     for s in range(0, len(rows), 2048):  # bounded memory on big sources
-        parts.append(predict_arrays(model, read_images(src, rows[s:s + 2048], kind), target, tta, batch_size, dev))
+        parts.append(predict_arrays(model, read_rows(src, rows[s:s + 2048], kind)[1], target, tta, batch_size, dev))
     p = np.concatenate(parts) if parts else np.zeros((0, len(ANSWER_COLUMNS) if target == "votes" else
                                                      sup["n_classes"]), np.float32)
     cat = src.catalog.iloc[rows]
@@ -412,7 +379,7 @@ def write_triage(preds: pd.DataFrame, auto: np.ndarray, out, src=None, montage_n
     stem = out.with_suffix("")
     expert = preds.loc[~auto].sort_values("confidence", kind="stable")
     cols = [c for c in ("id", "pred_name", "pred_label", "confidence", "entropy", "label_name") if c in expert.columns]
-    csv = _write_csv(expert[cols], Path(f"{stem}_expert.csv"))
+    csv = write_catalog(expert[cols], Path(f"{stem}_expert.csv"))
     files = {"expert_csv": str(csv)}
     if src is not None and len(expert):
         from galmo import plots
@@ -435,7 +402,7 @@ def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = 
 
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir
-    src = _open(data)
+    src = as_source(data)
     model, cfg, sup = load_run(run_dir, device)
     target = sup["target"]
     rows = usable_rows(src, target)
@@ -504,7 +471,7 @@ def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = 
         captions.append("Q1 top answer: accuracy of the most confident galaxies vs the fraction kept")
         log(f"[evaluate] {used} ({len(rows)}): vote RMSE {res['rmse']:.4f}, high-agreement accuracy "
             f"{res['high_agreement_all_accuracy']:.4f} (n={res['high_agreement_all_n']})")
-    _write_table(preds, out / f"predictions_{used}.parquet")
+    write_catalog(preds, out / f"predictions_{used}.parquet")
     mpath = out / "metrics.json"
     allm = read_json(mpath) if mpath.exists() else {}
     allm[used] = res
@@ -638,7 +605,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    src = _open(args.data, args.on_error)
+    src = as_source(args.data, args.on_error)
     preds = predict(args.model, src, tta=args.tta, batch_size=args.batch_size, device=args.device)
     if args.triage is not None or args.threshold is not None:
         auto, thr = triage(preds, coverage=args.triage, threshold=args.threshold)
@@ -646,7 +613,7 @@ def cmd_predict(args) -> int:
         files = write_triage(preds, auto, args.out, src)
         print(f"triage: {int(auto.sum())} auto-classified (confidence ≥ {thr:.4g}), {int((~auto).sum())} for "
               f"expert inspection: {files['expert_csv']}")
-    _write_table(preds, Path(args.out))
+    write_catalog(preds, Path(args.out))
     print(f"{len(preds)} predictions → {args.out}")
     return 0
 

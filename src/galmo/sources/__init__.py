@@ -35,7 +35,8 @@ SUPPORTED = ("a Galaxy10-schema HDF5 file (.h5, .hdf5); a Galaxy Zoo 2 folder wi
              "images; a catalog (.parquet, .csv, FITS table) with 'id' and 'path' (or 'file') columns")
 PATH_COLUMNS = ("path", "file", "filename")
 
-__all__ = ["open_source", "detect_format", "Source", "FileSource", "write_rejected", "FORMATS", "SUPPORTED"]
+__all__ = ["open_source", "as_source", "read_rows", "detect_format", "Source", "FileSource", "write_rejected",
+           "FORMATS", "SUPPORTED"]
 
 
 def open_source(path, on_error: str = "raise", labels=None, kind_hint: str | None = None, *,
@@ -186,3 +187,32 @@ def pd_is_text(series) -> bool:
 def _resolve(p: str, root: Path) -> str:
     q = Path(p).expanduser()
     return str(q if q.is_absolute() else root / q)
+
+
+def as_source(obj, on_error: str = "raise") -> Source:
+    """``obj`` itself when it is already a source, else :func:`open_source` of the path."""
+    if hasattr(obj, "catalog") and hasattr(obj, "read"):
+        return obj
+    return open_source(obj, on_error=on_error)
+
+
+def read_rows(src, rows=None, kind: str = "image", dtype=np.float32, chunk: int = 512,
+              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(row positions, images (N, C, H, W) as ``dtype``) of a source, read in chunks.
+
+    ``rows=None`` reads every readable row (with ``on_error='skip'`` the bad ones are left out and
+    the positions say which were read); otherwise exactly ``rows``, in that order.
+    """
+    if rows is None:
+        poss, ims = [], []
+        for p, im in src.iter_batches(batch_size=chunk, kind=kind, progress=progress):
+            poss.append(np.asarray(p))
+            ims.append(im.astype(dtype, copy=False))
+        if not ims:
+            raise GalmoError("the source has no readable images", path=getattr(src, "path", None))
+        return np.concatenate(poss), np.concatenate(ims)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows),) + tuple(src.shape), dtype=dtype)
+    for s in range(0, len(rows), chunk):
+        out[s:s + chunk] = src.read(rows[s:s + chunk], kind=kind)
+    return rows, out
