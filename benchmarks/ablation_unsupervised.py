@@ -1,6 +1,6 @@
 """Ablation of the unsupervised pipeline on the default sims: each stage on/off, K=20.
 Prints one JSON line per variant (fraction classified, purity/NMI/ARI of the classified set).
-Usage: python benchmarks/ablation_unsupervised.py [N] [SIZE]"""
+Usage: python benchmarks/ablation_unsupervised.py [N] [SIZE] [std|raw]  (std: standardise before PCA)"""
 import json
 import sys
 import time
@@ -14,7 +14,8 @@ from galmo.simulate import default_sample  # noqa: E402
 from galmo.sources import open_source  # noqa: E402
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-size = int(sys.argv[2]) if len(sys.argv) > 2 else 128
+size = int(sys.argv[2]) if len(sys.argv) > 2 else 160
+standardize = (sys.argv[3] != "raw") if len(sys.argv) > 3 else True
 src = open_source(default_sample())
 pos = np.arange(len(src)) if not n else np.sort(np.random.default_rng(0).choice(len(src), n, replace=False))
 X = src.read(pos)
@@ -36,9 +37,10 @@ for denoise in (True, False):
         extra = {k2: info[k2] for k2 in ("psnr_noisy", "psnr_denoised", "psnr_gain") if k2 in info}
         for pca in (True, False):
             for min_agree in (None, 2):
-                vc, ap, P = cluster_features(F, k=k, pca=pca, min_agree=min_agree)
+                vc, ap, P = cluster_features(F, k=k, pca=pca, standardize=standardize, min_agree=min_agree)
                 s = score(vc, y)[k]
-                print(json.dumps({"n": len(pos), "k": k, "size": size, "denoise": denoise, "polar": polar, "pca": pca,
+                print(json.dumps({"n": len(pos), "k": k, "size": size, "standardize": standardize and pca,
+                                  "denoise": denoise, "polar": polar, "pca": pca,
                                   "min_agree": min_agree or 3, "pca_components": ap.n_components_ if ap else None,
                                   **{c: round(v, 4) if isinstance(v, float) else v for c, v in s.items()},
                                   **extra, "seconds": round(time.perf_counter() - t, 1)}), flush=True)

@@ -22,16 +22,17 @@ import pandas as pd
 
 from galmo.errors import GalmoError
 
-DEFAULTS = {"k": 20, "size": 96, "pca_variance": 0.9, "denoise_epochs": 4, "denoise_max_train": 3000,
+DEFAULTS = {"k": 20, "size": 160, "standardize": True, "pca_variance": 0.9, "denoise_epochs": 4,
+            "denoise_max_train": 3000,
             "morph_per_group": 20}
 
 
 # ----------------------------------------------------------------------------------- composition
 def make_pipeline(k=20, denoise: bool = True, polar: bool = True, pca: bool = True,
-                  backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size: int | None = 96,
+                  backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size: int | None = 160,
                   min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
-                  pca_variance: float = 0.9, whiten: bool = False, denoise_epochs: int = 4, seed: int = 0,
-                  device: str = "auto", run_dir=None, progress: bool = False):
+                  pca_variance: float = 0.9, whiten: bool = False, standardize: bool = True, denoise_epochs: int = 4,
+                  seed: int = 0, device: str = "auto", run_dir=None, progress: bool = False):
     """The paper's method as ``Pipeline([denoise, polar, encode, pca, cluster])``; a disabled stage
     is ``"passthrough"``."""
     from sklearn.pipeline import Pipeline
@@ -45,7 +46,8 @@ def make_pipeline(k=20, denoise: bool = True, polar: bool = True, pca: bool = Tr
          if denoise else "passthrough"),
         ("polar", PolarUnwrap() if polar else "passthrough"),
         ("encode", Encoder(backbone=backbone, weights=weights, size=size, device=device, progress=progress)),
-        ("pca", AutoPCA(variance=pca_variance, whiten=whiten, random_state=seed) if pca else "passthrough"),
+        ("pca", AutoPCA(variance=pca_variance, standardize=standardize, whiten=whiten, random_state=seed)
+         if pca else "passthrough"),
         ("cluster", VotingClustering(n_clusters=k, members=members, min_agree=min_agree, bagging=bagging,
                                      random_state=seed, progress=progress)),
     ])
@@ -79,7 +81,7 @@ def _read_all(src, progress: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def features(X: np.ndarray, denoise: bool = True, polar: bool = True, backbone: str = "tf_efficientnet_lite0",
-             weights: str | None = "offline", size: int | None = 96, denoise_epochs: int = 4,
+             weights: str | None = "offline", size: int | None = 160, denoise_epochs: int = 4,
              denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
              progress: bool = False, clean: np.ndarray | None = None, log=print) -> tuple[np.ndarray, dict]:
     """Stages 1–3 on images ``X``: (features (N, D), info with timings, PSNR, stage objects)."""
@@ -121,13 +123,15 @@ def features(X: np.ndarray, denoise: bool = True, polar: bool = True, backbone: 
 
 
 def cluster_features(F: np.ndarray, k=20, pca: bool = True, pca_variance: float = 0.9, whiten: bool = False,
+                     standardize: bool = True,
                      min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
                      seed: int = 0, progress: bool = False):
     """Stages 4–5: (VotingClustering, AutoPCA or None, coordinates clustered)."""
     from galmo.cluster import VotingClustering
     from galmo.stages import AutoPCA
 
-    ap = AutoPCA(variance=pca_variance, whiten=whiten, random_state=seed).fit(F) if pca else None
+    ap = (AutoPCA(variance=pca_variance, standardize=standardize, whiten=whiten, random_state=seed).fit(F)
+          if pca else None)
     P = ap.transform(F) if ap is not None else np.asarray(F, dtype=np.float32)
     vc = VotingClustering(n_clusters=k, members=members, min_agree=min_agree, bagging=bagging,
                           random_state=seed, progress=progress).fit(P)
@@ -153,9 +157,9 @@ def score(vc, labels: np.ndarray | None) -> dict:
 
 # ----------------------------------------------------------------------------------- the run
 def run_cluster(src, run_dir, k=20, denoise: bool = True, polar: bool = True, pca: bool = True,
-                backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size: int | None = 96,
+                backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size: int | None = 160,
                 min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
-                pca_variance: float = 0.9, whiten: bool = False, denoise_epochs: int = 4,
+                pca_variance: float = 0.9, whiten: bool = False, standardize: bool = True, denoise_epochs: int = 4,
                 denoise_max_train: int = 3000, morphology: bool = True, morph_per_group: int = 20, seed: int = 0,
                 device: str = "auto", progress: bool = True, report: bool = True, log=print) -> dict:
     """Run the whole method on ``src`` and write the run folder (see the module docstring)."""
@@ -172,7 +176,7 @@ def run_cluster(src, run_dir, k=20, denoise: bool = True, polar: bool = True, pc
     config = {"command": "cluster", "source": str(getattr(src, "path", "")), "k": ks, "denoise": denoise,
               "polar": polar, "pca": pca, "backbone": backbone, "weights": weights, "size": size,
               "min_agree": min_agree, "members": list(members), "bagging": bagging, "pca_variance": pca_variance,
-              "whiten": whiten, "denoise_epochs": denoise_epochs, "seed": seed}
+              "whiten": whiten, "standardize": standardize, "denoise_epochs": denoise_epochs, "seed": seed}
     write_json(run_dir / "config.json", config)
     t0 = time.perf_counter()
     rows, X = _read_all(src, progress)
@@ -202,7 +206,8 @@ def run_cluster(src, run_dir, k=20, denoise: bool = True, polar: bool = True, pc
         log(f"[cluster] denoiser: PSNR {info['psnr_noisy']:.2f} → {info['psnr_denoised']:.2f} dB "
             f"({info['psnr_gain']:+.2f} dB against the noiseless images, {len(pick)} galaxies)")
     t = time.perf_counter()
-    vc, ap, P = cluster_features(F, k=ks, pca=pca, pca_variance=pca_variance, whiten=whiten, min_agree=min_agree,
+    vc, ap, P = cluster_features(F, k=ks, pca=pca, pca_variance=pca_variance, whiten=whiten, standardize=standardize,
+                                 min_agree=min_agree,
                                  members=members, bagging=bagging, seed=seed, progress=progress)
     info["timings_s"]["cluster"] = time.perf_counter() - t
     per_k = score(vc, labels)
@@ -391,13 +396,15 @@ def register(sub) -> None:
                    "EfficientNet-Lite0; others need --weights)")
     p.add_argument("--weights", default="offline", help="'offline' (packaged), a .safetensors/state-dict file, "
                    "or 'hub' (online)")
-    p.add_argument("--size", type=int, default=DEFAULTS["size"], help="encoder input size in px (default 96)")
+    p.add_argument("--size", type=int, default=DEFAULTS["size"], help="encoder input size in px (default 160)")
     p.add_argument("--min-agree", type=int, default=None, help="members that must agree (default: all)")
     p.add_argument("--members", nargs="+", default=["kmeans", "agglomerative", "birch"],
                    help="clustering members; the first is the alignment reference")
     p.add_argument("--bagging", type=int, default=0, help="bootstrap fits per member (default 0: off)")
     p.add_argument("--pca-variance", type=float, default=0.9, help="explained variance kept by AutoPCA")
     p.add_argument("--whiten", action="store_true", help="whiten the PCA components")
+    p.add_argument("--no-standardize", action="store_true", help="PCA on the raw features instead of features "
+                   "scaled to unit variance (the default standardises: better on the default sims)")
     p.add_argument("--denoise-epochs", type=int, default=DEFAULTS["denoise_epochs"])
     p.add_argument("--morph-per-group", type=int, default=DEFAULTS["morph_per_group"],
                    help="galaxies per group measured with statmorph (0: none)")
@@ -419,7 +426,8 @@ def cmd_cluster(args) -> int:
     metrics = run_cluster(src, args.out, k=args.k, denoise=not args.no_denoise, polar=not args.no_polar,
                           pca=not args.no_pca, backbone=args.backbone, weights=weights, size=args.size,
                           min_agree=args.min_agree, members=args.members, bagging=args.bagging,
-                          pca_variance=args.pca_variance, whiten=args.whiten, denoise_epochs=args.denoise_epochs,
+                          pca_variance=args.pca_variance, whiten=args.whiten,
+                          standardize=not args.no_standardize, denoise_epochs=args.denoise_epochs,
                           morphology=args.morph_per_group > 0, morph_per_group=max(1, args.morph_per_group),
                           seed=args.seed, device=args.device, progress=not args.quiet)
     print(f"wrote {Path(args.out) / 'cluster_catalog.parquet'}, metrics.json and report.html in {args.out}")
