@@ -110,7 +110,7 @@ def test_cli_cluster_end_to_end(tmp_path):
     data = simulate(n=48, size=32, seed=0, out=tmp_path / "tiny.h5")
     out = tmp_path / "run"
     rc = main(["cluster", "--data", str(data), "--k", "4", "6", "--out", str(out), "--size", "32",
-               "--denoise-epochs", "1", "--morph-per-group", "1", "--min-agree", "2", "--quiet"])
+               "--denoise", "--denoise-epochs", "1", "--morph-per-group", "1", "--min-agree", "2", "--quiet"])
     assert rc == 0
     cat = pd.read_parquet(out / "cluster_catalog.parquet")
     assert len(cat) == 48 and {"id", "group", "agreement", "label_kmeans", "label_agglomerative",

@@ -8,7 +8,7 @@ Library::
     groups = pipe.fit_predict(images)          # float32 (N, C, H, W) in [0, 1]
     metrics = run_cluster(src, "runs/x", k=20) # everything the ``galmo cluster`` verb writes
 
-CLI: ``galmo cluster --data SOURCE --k 20 --out runs/NAME [--no-denoise --no-polar --no-pca
+CLI: ``galmo cluster --data SOURCE --k 20 --out runs/NAME [--denoise --no-polar --no-pca
 --backbone NAME --weights FILE --min-agree m --device auto --on-error skip]``.
 """
 
@@ -80,7 +80,7 @@ def _read_all(src, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(rows), np.concatenate(chunks)
 
 
-def features(X: np.ndarray, denoise: bool = True, polar: bool = True, backbone: str = "tf_efficientnet_lite0",
+def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone: str = "tf_efficientnet_lite0",
              weights: str | None = "offline", size: int | None = 160, denoise_epochs: int = 4,
              denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
              progress: bool = False, clean: np.ndarray | None = None, log=print) -> tuple[np.ndarray, dict]:
@@ -156,7 +156,7 @@ def score(vc, labels: np.ndarray | None) -> dict:
 
 
 # ----------------------------------------------------------------------------------- the run
-def run_cluster(src, run_dir, k=20, denoise: bool = True, polar: bool = True, pca: bool = True,
+def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, pca: bool = True,
                 backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size: int | None = 160,
                 min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
                 pca_variance: float = 0.9, whiten: bool = False, standardize: bool = True, denoise_epochs: int = 4,
@@ -349,7 +349,7 @@ def _report_body(metrics: dict, per_k: dict, conf_df, med, cat_path, config) -> 
 
 # ----------------------------------------------------------------------------------- demo
 def demo_section(run_dir, source, quick: bool = False) -> dict:
-    """The demo's cluster section on ``source`` (the default sims): K=20, the full method."""
+    """The demo's cluster section on ``source`` (the default sims): K=20, the recommended stages (no denoiser)."""
     if quick:
         n = min(len(source), 300)
         sub = _Subset(source, np.sort(np.random.default_rng(0).choice(len(source), size=n, replace=False)))
@@ -389,7 +389,9 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, nargs="+", default=[20], help="number of groups; several K → one fit each "
                    "(fraction classified reported per K; the first K fills the catalog)")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
-    p.add_argument("--no-denoise", action="store_true", help="skip the autoencoder denoiser")
+    p.add_argument("--denoise", action="store_true",
+                   help="run eUML's autoencoder denoiser first (off by default: on the sims it lowers purity, "
+                        "see docs/unsupervised.md)")
     p.add_argument("--no-polar", action="store_true", help="skip the adaptive polar unwrap")
     p.add_argument("--no-pca", action="store_true", help="cluster the encoder features without PCA")
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name (default offline "
@@ -423,7 +425,7 @@ def cmd_cluster(args) -> int:
                          f"got {args.min_agree}")
     weights = None if args.weights in ("none", "None", "random") else args.weights
     src = open_source(args.data, on_error=args.on_error)
-    metrics = run_cluster(src, args.out, k=args.k, denoise=not args.no_denoise, polar=not args.no_polar,
+    metrics = run_cluster(src, args.out, k=args.k, denoise=args.denoise, polar=not args.no_polar,
                           pca=not args.no_pca, backbone=args.backbone, weights=weights, size=args.size,
                           min_agree=args.min_agree, members=args.members, bagging=args.bagging,
                           pca_variance=args.pca_variance, whiten=args.whiten,
