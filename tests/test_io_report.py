@@ -33,6 +33,17 @@ def test_report_embeds_figures_in_order(tmp_path):
     assert "data:image/png;base64," in html and "counts" in html
 
 
+def test_report_from_a_relative_run_folder(tmp_path, monkeypatch):
+    from galmo.plots import bar
+
+    monkeypatch.chdir(tmp_path)
+    run = "runs/x"  # as `galmo demo --out runs/demo` passes it
+    fig = bar({"a": 1}, f"{run}/figures/b.png")
+    report.add_section(run, "overview", "Sample", "", [fig, "figures/b.png"])
+    html = report.build_report(run).read_text()
+    assert html.count("data:image/png;base64,") == 2
+
+
 def test_legacy_rgb_colours_and_range():
     flux = np.zeros((3, 8, 8), np.float32)
     flux[2] = 1.0  # only z-band flux → red plane dominates

@@ -25,11 +25,20 @@ ORDER = ["overview", "cluster", "supervised", "embeddings", "augment", "lowdata"
 def add_section(run_dir: str | os.PathLike, key: str, title: str, body_html: str = "",
                 figures: Iterable[str | os.PathLike] = (), captions: Iterable[str] | None = None) -> Path:
     run_dir = Path(run_dir)
-    figures = [str(Path(f).resolve().relative_to(run_dir.resolve())) if Path(f).is_absolute() else str(f)
-               for f in figures]
+    figures = [_relative(f, run_dir) for f in figures]
     captions = list(captions) if captions is not None else [""] * len(figures)
     return write_json(run_dir / "sections" / f"{key}.json",
                       {"key": key, "title": title, "body": body_html, "figures": figures, "captions": captions})
+
+
+def _relative(fig, run_dir: Path) -> str:
+    """A figure path as stored in a section: relative to the run folder (given absolute, relative to
+    the working directory, or already relative to the run folder)."""
+    fig, root = Path(fig), run_dir.resolve()
+    for cand in (fig.resolve(), (run_dir / fig).resolve()):
+        if cand.exists() and cand.is_relative_to(root):
+            return str(cand.relative_to(root))
+    return str(fig)
 
 
 def table_html(df, float_fmt: str = "{:.3g}", index: bool = False, max_rows: int = 200) -> str:
@@ -78,8 +87,8 @@ def build_report(run_dir: str | os.PathLike, title: str | None = None) -> Path:
     for s in sections:
         parts.append(f"<h2 id='{s['key']}'>{html.escape(s['title'])}</h2>{s['body']}")
         for fig, cap in zip(s["figures"], s["captions"]):
-            p = run_dir / fig
-            if not p.exists():
+            p = next((c for c in (run_dir / fig, Path(fig)) if c.exists()), None)
+            if p is None:
                 continue
             data = base64.b64encode(p.read_bytes()).decode()
             parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(fig)}'>"
