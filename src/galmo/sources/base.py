@@ -189,6 +189,19 @@ class FileSource(Source):
         return pos[ok], images.astype(np.float32, copy=False)
 
     @abc.abstractmethod
+    def _set_catalog(self, base: pd.DataFrame, keep: list, files: Sequence, columns: dict) -> pd.DataFrame:
+        """The catalog of the readable files ``keep``: ``id``, ``ref`` first, ``label`` -1 when unknown,
+        plus per-file ``columns`` (name → list over ``keep``)."""
+        cat = base.iloc[keep].reset_index(drop=True).copy()
+        cat["ref"] = [files[i] for i in keep]
+        if "label" not in cat.columns:
+            cat["label"] = np.int64(-1)
+            cat["label_name"] = ""
+        for name, values in columns.items():
+            cat[name] = values
+        self.catalog = cat[["id", "ref"] + [k for k in cat.columns if k not in ("id", "ref")]]
+        return self.catalog
+
     def _load(self, path: str, kind: str) -> np.ndarray:
         """One file → float32 (C, H, W) of kind ``kind`` at its own size."""
 

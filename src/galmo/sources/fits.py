@@ -188,15 +188,9 @@ class FitsSource(FileSource):
         keep = self._same_bands(files, infos, keep, c)
         target = parse_size(size) or (h, w)
         self._shape = (c, *target)
-        cat = base.iloc[keep].reset_index(drop=True).copy()
-        cat["ref"] = [files[i] for i in keep]
-        if "label" not in cat.columns:
-            cat["label"] = np.int64(-1)
-            cat["label_name"] = ""
-        cat["nan_frac"] = [infos[i][5] for i in keep]
-        cat["orig_height"] = [infos[i][1] for i in keep]
-        cat["orig_width"] = [infos[i][2] for i in keep]
-        self.catalog = cat[["id", "ref"] + [k for k in cat.columns if k not in ("id", "ref")]]
+        self._set_catalog(base, keep, files, {"nan_frac": [infos[i][5] for i in keep],
+                                              "orig_height": [infos[i][1] for i in keep],
+                                              "orig_width": [infos[i][2] for i in keep]})
         self._say_what_was_done(target)
 
     def _scan(self, files: list[str], progress: bool) -> list:

@@ -97,14 +97,8 @@ class ImageFolderSource(FileSource):
         self.bands = ("grey",) if mode in _GREY_MODES else self.colour_bands
         target = parse_size(size) or (h, w)
         self._shape = (len(self.bands), *target)
-        cat = base.iloc[keep].reset_index(drop=True).copy()
-        cat["ref"] = [files[i] for i in keep]
-        if "label" not in cat.columns:
-            cat["label"] = np.int64(-1)
-            cat["label_name"] = ""
-        cat["orig_height"] = [heads[i][0] for i in keep]
-        cat["orig_width"] = [heads[i][1] for i in keep]
-        self.catalog = cat[["id", "ref"] + [k for k in cat.columns if k not in ("id", "ref")]]
+        cat = self._set_catalog(base, keep, files, {"orig_height": [heads[i][0] for i in keep],
+                                                    "orig_width": [heads[i][1] for i in keep]})
         other = int(((cat["orig_height"] != target[0]) | (cat["orig_width"] != target[1])).sum())
         if other:
             how = "resized (centre-crop to the aspect ratio, then bilinear)" if fit == "resize" else \
