@@ -188,7 +188,6 @@ class FileSource(Source):
         images = np.stack([results[k][0] for k in ok]) if ok else np.zeros((0, *self.shape), np.float32)
         return pos[ok], images.astype(np.float32, copy=False)
 
-    @abc.abstractmethod
     def _set_catalog(self, base: pd.DataFrame, keep: list, files: Sequence, columns: dict) -> pd.DataFrame:
         """The catalog of the readable files ``keep``: ``id``, ``ref`` first, ``label`` -1 when unknown,
         plus per-file ``columns`` (name → list over ``keep``)."""
@@ -202,6 +201,7 @@ class FileSource(Source):
         self.catalog = cat[["id", "ref"] + [k for k in cat.columns if k not in ("id", "ref")]]
         return self.catalog
 
+    @abc.abstractmethod
     def _load(self, path: str, kind: str) -> np.ndarray:
         """One file → float32 (C, H, W) of kind ``kind`` at its own size."""
 
