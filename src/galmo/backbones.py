@@ -82,7 +82,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = "offline
     import timm
 
     try:
-        if weights == "hub":
+        if weights == "hub":  # only when the user asks for it (--weights hub); never a default path
             return timm.create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except RuntimeError as e:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from galmo.catalog import write_catalog
 from galmo.errors import GalmoError
 from galmo.sources import as_source, read_rows
 
@@ -306,12 +307,8 @@ def cmd_similar(args) -> int:
     print(table.drop(columns=["position"]).to_string(index=False))
     print(f"({'reused' if reused else 'built'} {index.method_} index {args.index}.faiss)")
     if args.out:
-        from galmo.catalog import Catalog  # noqa: F401 - the one table writer
-        from galmo.io import atomic_path
-
         out = Path(args.out)
-        with atomic_path(out) as tmp:
-            (table.to_parquet(tmp, index=False) if out.suffix == ".parquet" else table.to_csv(tmp, index=False))
+        write_catalog(table, out, require_id=False)
         try:
             src = _source_for(emb, args.data)
             png = _montage_rows(src, [list(table["id"])], [[f"{i}\n{s:.3f}" for i, s in
@@ -325,7 +322,7 @@ def cmd_similar(args) -> int:
 
 def cmd_outliers(args) -> int:
     from galmo.embed import outlier_scores, read_embeddings
-    from galmo.io import atomic_path, write_json
+    from galmo.io import write_json
 
     emb = read_embeddings(args.emb)
     score, parts = outlier_scores(emb.X, seed=args.seed, return_parts=True)
@@ -341,8 +338,7 @@ def cmd_outliers(args) -> int:
             table[col] = cat.loc[table["id"], col].to_numpy()
     if "is_anomaly" in table.columns:
         metrics["auroc_injected"] = anomaly_auroc(table["anomaly_score"], table["is_anomaly"])
-    with atomic_path(out / "outliers.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_catalog(table, out / "outliers.csv", require_id=False)
     top = table.head(args.top)
     _montage_rows(src, [list(top["id"])], [[f"#{r} {i}" for r, i in zip(top["rank"], top["id"])]],
                   out / "top_outliers.png", suptitle="top anomalies")
@@ -553,10 +549,7 @@ def _evaluate(run_dir, src, quick, fractions, folds, cnn_folds, pt_epochs, lite0
     tick("outliers", t0)
     table = pd.DataFrame(rows)
     res["table"] = rows
-    from galmo.io import atomic_path
-
-    with atomic_path(out / "results.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_catalog(table, out / "results.csv", require_id=False)
 
     # ---- figures
     t0 = time.perf_counter()

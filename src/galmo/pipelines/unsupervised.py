@@ -261,7 +261,7 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
         conf_df.insert(0, "group", gu)
         conf_df.insert(1, "majority", [col_names[i] for i in table.argmax(1)])
         conf_df.insert(2, "purity", table.max(1) / np.maximum(table.sum(1), 1))
-        write_catalog_csv(conf_df, run_dir / "cluster_confusion.csv")
+        write_catalog(conf_df, run_dir / "cluster_confusion.csv", require_id=False)
     montage_paths = []
     show = info.get("images_display", None)  # noqa: F841 - montages show the input images
     for g in list(np.unique(groups[groups >= 0])) + [-1]:
@@ -305,14 +305,6 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
                     captions + [f"montage: {Path(p).stem.replace('cluster_', '')}" for p in montage_paths])
         build_report(run_dir)
     return metrics
-
-
-def write_catalog_csv(df: pd.DataFrame, path) -> Path:
-    from galmo.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return Path(path)
 
 
 def _pca2(F: np.ndarray, seed: int) -> np.ndarray:
