@@ -1,4 +1,5 @@
-"""Ablation of the unsupervised pipeline on the default sims: each stage on/off, K=20.
+"""Ablation of the unsupervised pipeline on the default sims: each stage on/off (and the optional
+graph embedding), K=20.
 Prints one JSON line per variant (fraction classified, purity/NMI/ARI of the classified set).
 Usage: python benchmarks/ablation_unsupervised.py [N] [SIZE] [std|raw]  (std: standardise before PCA)"""
 import json
@@ -35,12 +36,13 @@ for denoise in (True, False):
             den = info["denoiser"]
             # PSNR measured on the first 300 only
         extra = {k2: info[k2] for k2 in ("psnr_noisy", "psnr_denoised", "psnr_gain") if k2 in info}
-        for pca in (True, False):
+        for pca, graph in ((True, False), (False, False), (True, True)):
             for min_agree in (None, 2):
-                vc, ap, P = cluster_features(F, k=k, pca=pca, standardize=standardize, min_agree=min_agree)
+                vc, ap, P, _ = cluster_features(F, k=k, pca=pca, standardize=standardize, min_agree=min_agree,
+                                                graph=graph)
                 s = score(vc, y)[k]
                 print(json.dumps({"n": len(pos), "k": k, "size": size, "standardize": standardize and pca,
-                                  "denoise": denoise, "polar": polar, "pca": pca,
+                                  "denoise": denoise, "polar": polar, "pca": pca, "graph": graph,
                                   "min_agree": min_agree or 3, "pca_components": ap.n_components_ if ap else None,
                                   **{c: round(v, 4) if isinstance(v, float) else v for c, v in s.items()},
                                   **extra, "seconds": round(time.perf_counter() - t, 1)}), flush=True)

@@ -129,6 +129,26 @@ def test_cli_cluster_end_to_end(tmp_path):
     assert "Unsupervised groups" in (out / "report.html").read_text()
 
 
+def test_cli_cluster_graph_embedding(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from galmo.cli import main
+    from galmo.simulate import simulate
+
+    data = simulate(n=60, size=32, seed=1, out=tmp_path / "tiny.h5")
+    out = tmp_path / "run"
+    assert main(["cluster", "--data", str(data), "--k", "5", "--out", str(out), "--size", "32", "--graph",
+                 "--graph-components", "4", "--graph-neighbors", "8", "--morph-per-group", "0", "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())
+    assert m["stages"]["graph"] is True and cfg["graph_components"] == 4 and cfg["graph_neighbors"] == 8
+    cat = pd.read_parquet(out / "cluster_catalog.parquet")
+    assert m["fraction_classified"] == pytest.approx(float((cat["group"] >= 0).mean()))
+    assert m["fraction_classified"] > 0.3
+
+
 def test_cli_cluster_bad_input(tmp_path, capsys):
     from galmo.cli import main
 

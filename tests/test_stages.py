@@ -95,3 +95,38 @@ def test_encoder_offline_weights_give_imagenet_features():
 def test_encoder_unknown_model_without_weights_is_a_clear_error():
     with pytest.raises(GalmoError, match="no offline weights"):
         Encoder(backbone="resnet18").fit()
+
+
+def test_graph_embedding_makes_non_convex_groups_agree():
+    """Two interleaved moons: in the raw coordinates KMeans/Ward/Birch cut across them and the
+    classified galaxies are impure; on the graph embedding the members agree on almost every
+    point and the groups are the moons. Galaxies outside the fitted subsample are placed by their
+    fitted neighbours and land in the right group."""
+    from sklearn.datasets import make_moons
+
+    from galmo.cluster import VotingClustering
+    from galmo.metrics import clustering_scores
+    from galmo.stages import GraphEmbedding
+
+    X, y = make_moons(n_samples=600, noise=0.08, random_state=0)
+    raw = VotingClustering(n_clusters=2, random_state=0).fit(X)
+    ok = raw.labels_ >= 0
+    raw_purity = clustering_scores(raw.labels_[ok], y[ok])["purity"]
+    assert raw_purity < 0.9
+    ge = GraphEmbedding(n_components=2, n_neighbors=10, random_state=0)
+    E = ge.fit_transform(X)
+    assert E.shape == (600, 2) and np.allclose(np.linalg.norm(E, axis=1), 1, atol=1e-5)
+    assert np.allclose(ge.transform(X), E, atol=1e-6)  # fitted galaxies keep their own embedding
+    vc = VotingClustering(n_clusters=2, random_state=0).fit(E)
+    ok = vc.labels_ >= 0
+    assert ok.mean() > 0.95
+    assert clustering_scores(vc.labels_[ok], y[ok])["purity"] > 0.99
+    # out of sample: fit on 300, place the other 300 by their neighbours
+    sub = GraphEmbedding(n_components=2, n_neighbors=10, max_fit=300, random_state=0)
+    E2 = sub.fit_transform(X)
+    assert sub.n_fit_ == 300 and E2.shape == (600, 2)
+    lab = VotingClustering(n_clusters=2, random_state=0).fit(E2).labels_
+    ok = lab >= 0
+    assert ok.mean() > 0.9 and clustering_scores(lab[ok], y[ok])["purity"] > 0.98
+    with pytest.raises(GalmoError, match="fitted on 2-d"):
+        ge.transform(np.zeros((3, 5)))
