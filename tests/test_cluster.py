@@ -143,7 +143,7 @@ def test_cli_cluster_graph_embedding(tmp_path):
                  "--graph-components", "4", "--graph-neighbors", "8", "--morph-per-group", "0", "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
-    assert m["stages"]["graph"] is True and cfg["graph_components"] == 4 and cfg["graph_neighbors"] == 8
+    assert m["stages"]["graph"] is True and m["graph_fitted_on"] == 60 and cfg["graph_components"] == 4 and cfg["graph_neighbors"] == 8
     cat = pd.read_parquet(out / "cluster_catalog.parquet")
     assert m["fraction_classified"] == pytest.approx(float((cat["group"] >= 0).mean()))
     assert m["fraction_classified"] > 0.3

@@ -390,8 +390,8 @@ class GraphEmbedding(TransformerMixin, BaseEstimator):
         for s in range(0, len(X), 65536):
             d, idx = self.nn_.kneighbors(X[s:s + 65536])
             w = 1.0 / np.maximum(d, 1e-12)
-            w[d[:, 0] <= 1e-12] = 0.0  # a galaxy of the fitted set keeps its own embedding
-            exact = d[:, 0] <= 1e-12
+            exact = d[:, 0] <= 1e-12  # a galaxy of the fitted set keeps its own embedding
+            w[exact] = 0.0
             w[exact, 0] = 1.0
             w /= w.sum(1, keepdims=True)
             out[s:s + 65536] = np.einsum("nk,nkd->nd", w, self.embedding_[idx])

@@ -175,7 +175,7 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
     from galmo.catalog import write_catalog
     from galmo.io import write_json
     from galmo.metrics import contingency
-    from galmo.report import add_section, build_report, metrics_html, table_html
+    from galmo.report import add_section, build_report
 
     ks = [int(k)] if np.isscalar(k) else [int(x) for x in k]
     run_dir = Path(run_dir)
@@ -244,6 +244,7 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
                "pca_components": int(ap.n_components_) if ap is not None else None,
                "pca_variance_kept": float(ap.explained_variance_kept_) if ap is not None else None,
                "stages": {"denoise": denoise, "polar": polar, "pca": pca, "graph": graph},
+               "graph_fitted_on": int(ge.n_fit_) if ge is not None else None,
                "by_k": {str(kk): v for kk, v in per_k.items()}}
     for key in ("psnr_noisy", "psnr_denoised", "psnr_gain"):
         if key in info:
