@@ -145,6 +145,36 @@ def test_cli_resume_after_mid_epoch_stop_matches_uninterrupted(tiny, trained, tm
     np.testing.assert_allclose(pa["confidence"], pb["confidence"], atol=1e-6)
 
 
+def test_ensemble_same_split_averages_members_and_refuses_leaks(tiny, trained, tmp_path, capsys):
+    """--split-from reuses a run's split; an ensemble's probabilities are the mean of its members';
+    a member that trained on the test galaxies is refused with a clear message."""
+    b = tmp_path / "b"
+    other = [a if a != "3" else "5" for a in TRAIN]  # another seed: other weights, same split
+    assert main(["train", "--data", tiny, "--out", str(b), *other, "--split-from", str(trained)]) == 0
+    sa, sb = pd.read_csv(trained / "split.csv"), pd.read_csv(b / "split.csv")
+    assert sa.equals(sb)
+    pa, pb = S.predict(trained, tiny, device="cpu"), S.predict(b, tiny, device="cpu")
+    cols = [f"prob_{k}" for k in range(10)]
+    assert not np.allclose(pa[cols], pb[cols], atol=1e-3)  # two different models
+    pe = S.predict([trained, b], tiny, device="cpu")
+    np.testing.assert_allclose(pe[cols], (pa[cols].to_numpy() + pb[cols].to_numpy()) / 2, atol=1e-6)
+    assert main(["evaluate", "--model", str(trained), str(b), "--data", tiny, "--out", str(tmp_path / "ens")]) == 0
+    m = json.loads((tmp_path / "ens" / "metrics.json").read_text())["test"]
+    assert m["model"] == "ensemble of 2" and m["n"] == 15 and len(m["members"]) == 2
+    y = pe["label"].to_numpy()
+    test = pd.read_csv(trained / "test_ids.csv", dtype={"id": str})["id"]
+    sel = pe["id"].isin(test).to_numpy()
+    assert m["top1"] == pytest.approx(float((pe[cols].to_numpy()[sel].argmax(1) == y[sel]).mean()))
+    # a member trained on another split has seen test galaxies: refused, exit 2, no traceback
+    c = tmp_path / "c"
+    assert main(["train", "--data", tiny, "--out", str(c), *other, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(trained), str(c), "--data", tiny, "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "--split-from" in err and "Traceback" not in err
+    assert main(["evaluate", "--model", str(trained), str(b), "--data", tiny]) == 2  # an ensemble needs --out
+
+
 def test_votes_target_obeys_tree_and_reports_rmse(tiny, tmp_path):
     res = S.train(tiny, tmp_path / "v", model="simple_cnn", target="votes", width=4, epochs=1, batch_size=16,
                   device="cpu", progress=False, log=lambda *a: None)

@@ -167,8 +167,12 @@ def train(data, out, *, model: str = "rotinv", target: str = "class", backbone: 
           device: str = "auto", resume: bool = False, patience: int | None = None, augment: bool = True,
           kind: str = "image", max_images: int | None = None, stop_after_steps: int | None = None,
           progress: bool = True, evaluate_at_end: bool = True, tta: int = 1, on_error: str = "raise",
-          log=print) -> dict:
+          split_from=None, log=print) -> dict:
     """Train a supervised model on ``data`` into the run folder ``out``; evaluate on the test split.
+
+    ``split_from``: another run folder whose train/val/test split (``split.csv``) is reused, so that
+    models trained with different seeds or settings are compared — or ensembled — on the same test
+    galaxies, none of which any of them has seen.
 
     Writes ``split.csv`` (id, split) and ``test_ids.csv``, the best weights (``model.safetensors`` +
     ``config.json``), ``metrics.jsonl`` per epoch and, at the end, ``metrics.json``, figures and the
@@ -199,12 +203,21 @@ def train(data, out, *, model: str = "rotinv", target: str = "class", backbone: 
         n_classes = int(max(y_all.max() + 1, len(src.class_names or [])))
         class_names = list(src.class_names) if src.class_names else [str(k) for k in range(n_classes)]
     ids = src.catalog["id"].astype(str).to_numpy()[rows]
-    if resume and (out / SPLIT_FILE).exists():
-        split = pd.read_csv(out / SPLIT_FILE, dtype={"id": str}).set_index("id")["split"]
+    reuse = out if resume and (out / SPLIT_FILE).exists() else (Path(split_from) if split_from else None)
+    if reuse is not None:
+        if not (reuse / SPLIT_FILE).exists():
+            raise GalmoError(f"no {SPLIT_FILE} here: not a `galmo train` run folder", path=reuse)
+        split = pd.read_csv(reuse / SPLIT_FILE, dtype={"id": str}).set_index("id")["split"]
         lab = split.reindex(ids).to_numpy()
         if pd.isna(lab).any():
-            raise GalmoError(f"--resume: the source's galaxies differ from the run's {SPLIT_FILE}", path=out)
+            what = "--resume" if reuse == out else "--split-from"
+            raise GalmoError(f"{what}: {int(pd.isna(lab).sum())} of the source's galaxies are not in the run's "
+                             f"{SPLIT_FILE}", path=reuse)
         tr, va, te = (np.flatnonzero(lab == s) for s in ("train", "val", "test"))
+        if reuse != out:
+            out.mkdir(parents=True, exist_ok=True)
+            write_catalog(pd.DataFrame({"id": ids, "split": lab}), out / SPLIT_FILE)
+            write_catalog(pd.DataFrame({"id": ids[te]}), out / TEST_IDS_FILE)
     else:
         tr, va, te = split_rows(y_all if target == "class" else None, len(rows), val_frac, test_frac, seed)
         lab = np.empty(len(rows), dtype=object)
@@ -304,9 +317,50 @@ def load_run(run_dir, device="auto"):
     return model, cfg, sup
 
 
+def _run_list(run_dir) -> list[Path]:
+    runs = [Path(r) for r in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
+    if not runs:
+        raise GalmoError("no run folder given")
+    return runs
+
+
+def load_runs(run_dir, device="auto"):
+    """(models, configs, the shared 'supervised' block) of one run folder or a list of them (an
+    ensemble, as Dieleman et al. averaged several networks). Members must predict the same thing:
+    same target, classes, image kind and shape."""
+    runs = _run_list(run_dir)
+    models, cfgs, sups = [], [], []
+    for r in runs:
+        m, c, s = load_run(r, device)
+        models.append(m)
+        cfgs.append(c)
+        sups.append(s)
+    for r, s in zip(runs[1:], sups[1:]):
+        for key in ("target", "class_names", "kind", "shape"):
+            if s.get(key) != sups[0].get(key):
+                raise GalmoError(f"cannot ensemble: its {key} is {s.get(key)!r}, {runs[0]}'s is "
+                                 f"{sups[0].get(key)!r}", path=r)
+    return models, cfgs, sups[0]
+
+
+def check_unseen(runs: list[Path], test_ids: set) -> None:
+    """Raise when a member of an ensemble was trained or validated on any of ``test_ids``."""
+    for r in runs:
+        f = r / SPLIT_FILE
+        if not f.exists():
+            continue
+        sp = pd.read_csv(f, dtype={"id": str})
+        seen = sp["id"][(sp["split"] != "test") & sp["id"].isin(test_ids)]
+        if len(seen):
+            raise GalmoError(f"{len(seen)} galaxies of the evaluation split were in this run's train/val split "
+                             f"(e.g. {seen.iat[0]}); train ensemble members with --split-from {runs[0]}", path=r)
+
+
 def predict(run_dir, data, *, rows=None, tta: int = 1, batch_size: int = 256, device: str = "auto",
             on_error: str = "raise", model=None, sup=None) -> pd.DataFrame:
     """Predictions for every galaxy of ``data`` (or the catalog rows ``rows``), same ``id``.
+
+    ``run_dir`` may be a list of run folders: their probabilities (or vote fractions) are averaged.
 
     Class target: ``prob_0..prob_{K-1}``, ``pred_label``, ``pred_name``, ``confidence`` (max
     probability), ``entropy`` (nats). Votes target: the 37 ``Class*`` cumulative fractions, and
@@ -317,7 +371,8 @@ def predict(run_dir, data, *, rows=None, tta: int = 1, batch_size: int = 256, de
 
     src = as_source(data, on_error)
     if model is None:
-        model, _, sup = load_run(run_dir, device)
+        model, _, sup = load_runs(run_dir, device)
+    models = model if isinstance(model, (list, tuple)) else [model]
     dev = resolve_device(device)
     if tuple(src.shape) != tuple(sup["shape"]):
         raise GalmoError(f"images are {tuple(src.shape)} but the model was trained on {tuple(sup['shape'])} "
@@ -327,7 +382,8 @@ def predict(run_dir, data, *, rows=None, tta: int = 1, batch_size: int = 256, de
     target = sup["target"]
     parts = []
     for s in range(0, len(rows), 2048):  # bounded memory on big sources
-        parts.append(predict_arrays(model, read_rows(src, rows[s:s + 2048], kind)[1], target, tta, batch_size, dev))
+        x = read_rows(src, rows[s:s + 2048], kind)[1]
+        parts.append(sum(predict_arrays(m, x, target, tta, batch_size, dev) for m in models) / len(models))
     p = np.concatenate(parts) if parts else np.zeros((0, len(ANSWER_COLUMNS) if target == "votes" else
                                                      sup["n_classes"]), np.float32)
     cat = src.catalog.iloc[rows]
@@ -400,10 +456,13 @@ def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = 
     the predictions (``predictions_<split>.parquet``) and the report section into ``out`` (default the run)."""
     from galmo import metrics as M
 
-    run_dir = Path(run_dir)
+    runs = _run_list(run_dir)
+    run_dir = runs[0]
+    if len(runs) > 1 and not out:
+        raise GalmoError("evaluating an ensemble needs --out (a folder for its metrics and figures)")
     out = Path(out) if out else run_dir
     src = as_source(data)
-    model, cfg, sup = load_run(run_dir, device)
+    models, cfgs, sup = load_runs(runs, device)
     target = sup["target"]
     rows = usable_rows(src, target)
     used = "all"
@@ -413,15 +472,21 @@ def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = 
         in_test = np.array([i in test_ids for i in sel], bool)
         if in_test.any():
             rows, used = rows[in_test], "test"
+    if len(runs) > 1:
+        check_unseen(runs, set(src.catalog["id"].astype(str).to_numpy()[rows]))
     if not len(rows):
         raise GalmoError(f"no galaxies with a known {target} to evaluate on", path=src.path)
     t0 = time.perf_counter()
-    preds = predict(run_dir, src, rows=rows, tta=tta, batch_size=batch_size, device=device, model=model, sup=sup)
+    preds = predict(runs, src, rows=rows, tta=tta, batch_size=batch_size, device=device, model=models, sup=sup)
     secs = time.perf_counter() - t0
     y = targets_of(src, target, rows)
     fig_dir = out / "figures"
-    res: dict = {"split": used, "n": int(len(rows)), "tta": tta, "model": cfg["model"]["name"],
+    name = cfgs[0]["model"]["name"] if len(runs) == 1 else f"ensemble of {len(runs)}"
+    res: dict = {"split": used, "n": int(len(rows)), "tta": tta, "model": name,
                  "predict_images_per_s": len(rows) / secs if secs > 0 else None}
+    if len(runs) > 1:
+        res["members"] = [{"run": str(r), "model": c["model"]["name"], "kwargs": c["model"].get("kwargs", {})}
+                          for r, c in zip(runs, cfgs)]
     figures, captions = [], []
     from galmo import plots
 
@@ -550,7 +615,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--width", type=int, default=None, help="rotinv/simple_cnn: base channel width (default 32)")
-    p.add_argument("--downsample", type=int, default=None, help="rotinv: average-pool each view by this (default 2)")
+    p.add_argument("--downsample", type=int, default=None, help="rotinv: stride of the first convolution (default 2)")
     p.add_argument("--val-frac", type=float, default=0.1)
     p.add_argument("--test-frac", type=float, default=0.2)
     p.add_argument("--patience", type=int, default=None, help="early stop after this many epochs without improvement")
@@ -558,13 +623,16 @@ def register(sub) -> None:
     p.add_argument("--no-augment", action="store_true", help="no rotation/translation/zoom/flip/brightness augmentation")
     p.add_argument("--tta", type=int, default=1, help="test-time transforms for the final evaluation (default 1)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--split-from", default=None, metavar="RUN",
+                   help="reuse the train/val/test split of another run (compare or ensemble on the same test set)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # testing the resume
     add_common(p, device=True, seed=True, batch_size=64, on_error=True)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="probabilities / vote fractions per galaxy, with TTA and triage")
-    p.add_argument("--model", required=True, help="a run folder made by `galmo train`")
+    p.add_argument("--model", required=True, nargs="+", metavar="RUN",
+                   help="a run folder made by `galmo train`; several: an ensemble (probabilities averaged)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="output .parquet or .csv (same id column)")
     p.add_argument("--tta", type=int, default=1, help="average over N transforms (8 = dihedral group; paper: 60)")
@@ -576,7 +644,9 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="top-1, balanced accuracy, P/R, confusion, coverage, calibration, RMSE")
-    p.add_argument("--model", required=True, help="a run folder made by `galmo train`")
+    p.add_argument("--model", required=True, nargs="+", metavar="RUN",
+                   help="a run folder made by `galmo train`; several: their averaged ensemble (needs --out; "
+                        "members must not have trained on the test split: train them with --split-from)")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=["test", "all"],
                    help="the run's saved test split when its ids are in --data (default), or every galaxy")
@@ -596,7 +666,7 @@ def cmd_train(args) -> int:
               lr=args.lr, val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed, device=args.device,
               resume=args.resume, patience=args.patience, augment=not args.no_augment, max_images=args.max_images,
               stop_after_steps=args.stop_after_steps, progress=not args.no_progress, tta=args.tta,
-              on_error=args.on_error)
+              on_error=args.on_error, split_from=args.split_from)
     except TrainingInterrupted as e:
         print(f"galmo: interrupted: {e}; run again with --resume", file=sys.stderr)
         return 130
