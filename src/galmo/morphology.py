@@ -60,7 +60,7 @@ def _one(image: np.ndarray, nsigma: float = 1.5, npixels: int = 5, fit_sersic: b
         sigma = float(np.std(border)) or 1e-6
     img = img - bkg
     smooth = convolve(img, Gaussian2DKernel(1.0))
-    seg = detect_sources(smooth, nsigma * sigma, npixels=npixels)
+    seg = detect_sources(smooth, nsigma * sigma, npixels)  # positional: photutils 3 renamed it n_pixels
     if seg is None:
         res["error"] = "no source detected"
         return res
