@@ -130,3 +130,6 @@ def test_graph_embedding_makes_non_convex_groups_agree():
     assert ok.mean() > 0.9 and clustering_scores(lab[ok], y[ok])["purity"] > 0.98
     with pytest.raises(GalmoError, match="fitted on 2-d"):
         ge.transform(np.zeros((3, 5)))
+    # a refit forgets the first data: its fitted galaxies map onto the new embedding exactly
+    ge.fit(X[::-1] * 2.0)
+    np.testing.assert_allclose(ge.transform(X[::-1] * 2.0), ge.fit_transform(X[::-1] * 2.0), atol=1e-6)

@@ -350,6 +350,7 @@ class GraphEmbedding(TransformerMixin, BaseEstimator):
 
     def _embed(self, X):
         from sklearn.manifold import SpectralEmbedding
+        from sklearn.neighbors import NearestNeighbors
 
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or not np.isfinite(X).all():
@@ -366,6 +367,7 @@ class GraphEmbedding(TransformerMixin, BaseEstimator):
                                n_neighbors=self.n_neighbors, random_state=self.random_state)
         self.embedding_ = se.fit_transform(self.fit_X_).astype(np.float32)
         self.n_fit_ = len(fit_pos)
+        self.nn_ = NearestNeighbors(n_neighbors=min(self.n_neighbors, self.n_fit_)).fit(self.fit_X_)
         return X, fit_pos
 
     def fit(self, X, y=None):
@@ -379,13 +381,9 @@ class GraphEmbedding(TransformerMixin, BaseEstimator):
         return self.transform(X)
 
     def transform(self, X):
-        from sklearn.neighbors import NearestNeighbors
-
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.fit_X_.shape[1]:
             raise GalmoError(f"GraphEmbedding was fitted on {self.fit_X_.shape[1]}-d features, got shape {X.shape}")
-        if not hasattr(self, "nn_"):
-            self.nn_ = NearestNeighbors(n_neighbors=min(self.n_neighbors, self.n_fit_)).fit(self.fit_X_)
         out = np.empty((len(X), self.n_components), dtype=np.float32)
         for s in range(0, len(X), 65536):
             d, idx = self.nn_.kneighbors(X[s:s + 65536])

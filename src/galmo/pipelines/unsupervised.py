@@ -439,7 +439,8 @@ def cmd_cluster(args) -> int:
                           pca_variance=args.pca_variance, whiten=args.whiten,
                           standardize=not args.no_standardize, denoise_epochs=args.denoise_epochs,
                           graph=args.graph, graph_components=args.graph_components,
-                          graph_neighbors=args.graph_neighbors, morphology=args.morph_per_group > 0, morph_per_group=max(1, args.morph_per_group),
+                          graph_neighbors=args.graph_neighbors, morphology=args.morph_per_group > 0,
+                          morph_per_group=max(1, args.morph_per_group),
                           seed=args.seed, device=args.device, progress=not args.quiet)
     print(f"wrote {Path(args.out) / 'cluster_catalog.parquet'}, metrics.json and report.html in {args.out}")
     return 0 if metrics else 1
