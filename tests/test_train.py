@@ -115,3 +115,99 @@ def test_checkpoint_refuses_non_checkpoints(tmp_path):
     (tmp_path / "w.safetensors").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(GalmoError, match="cannot read safetensors"):
         ckpt.load_state_dict(tmp_path / "w.safetensors")
+
+
+def test_ema_update_rule():
+    from galmo.train import ema_avg_fn
+
+    upd = ema_avg_fn(0.9)
+    e, m = [torch.zeros(3)], [torch.ones(3)]
+    upd(e, m, 0)  # warm-up: decay min(0.9, 1/10) = 0.1 → e = 0.9
+    assert torch.allclose(e[0], torch.full((3,), 0.9))
+    upd(e, m, 1000)  # steady state: decay 0.9 → e = 0.9·0.9 + 0.1
+    assert torch.allclose(e[0], torch.full((3,), 0.91))
+    ints = [torch.tensor(3)]
+    upd(ints, [torch.tensor(7)], 5)  # BatchNorm's counter is copied, not averaged
+    assert int(ints[0]) == 7
+
+
+def test_ema_is_validated_saved_and_resumed_exactly(tmp_path):
+    torch.manual_seed(0)
+    init = TinyNet().state_dict()
+    ref = TinyNet()
+    ref.load_state_dict(init)
+    cfg = _cfg(ema=0.9)
+    res_ref = fit(ref, _data(0), _data(1, 200), ClsTask(), cfg, tmp_path / "a", model_name="test_tinynet",
+                  model_kwargs={})
+    # the returned and saved weights are the EMA, not the last raw weights
+    raw = ckpt.load_state_dict(tmp_path / "a" / "last" / ckpt.MODEL_FILE)
+    ema = ckpt.load_state_dict(tmp_path / "a" / "last" / "ema" / ckpt.MODEL_FILE)
+    assert not torch.equal(raw["net.0.weight"], ema["net.0.weight"])
+    saved = ckpt.load_state_dict(tmp_path / "a" / ckpt.MODEL_FILE)
+    assert all(torch.equal(v, saved[k]) for k, v in ref.state_dict().items())
+    val = _data(1, 200)
+    ref.eval()
+    loss = F.cross_entropy(ref(val.tensors[0]), val.tensors[1]).item()
+    assert loss == pytest.approx(res_ref["best"]["val_loss"], rel=1e-5)  # what was validated is what was saved
+    if res_ref["best"]["epoch"] == cfg.epochs - 1:
+        assert torch.equal(saved["net.0.weight"], ema["net.0.weight"])
+    assert res_ref["best"]["val_acc"] > 0.85
+    m = TinyNet()
+    m.load_state_dict(init)
+    with pytest.raises(TrainingInterrupted):
+        fit(m, _data(0), _data(1, 200), ClsTask(), _cfg(ema=0.9, stop_after_steps=17), tmp_path / "b",
+            model_name="test_tinynet", model_kwargs={})
+    m2 = TinyNet()
+    res = fit(m2, _data(0), _data(1, 200), ClsTask(), cfg, tmp_path / "b", model_name="test_tinynet",
+              model_kwargs={}, resume=True)
+    assert res["best"]["val_loss"] == res_ref["best"]["val_loss"]
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+    with pytest.raises(TrainingInterrupted):  # a run trained without an EMA cannot be resumed with one
+        fit(TinyNet(), _data(0), None, ClsTask(), _cfg(stop_after_steps=3), tmp_path / "c", model_name="test_tinynet",
+            model_kwargs={})
+    with pytest.raises(GalmoError, match="no EMA weights"):
+        fit(TinyNet(), _data(0), None, ClsTask(), _cfg(ema=0.9), tmp_path / "c", model_name="test_tinynet",
+            model_kwargs={}, resume=True)
+    with pytest.raises(GalmoError, match="ema must be"):
+        fit(TinyNet(), _data(0), None, ClsTask(), _cfg(ema=1.5), tmp_path / "d", model_name="test_tinynet",
+            model_kwargs={})
+
+
+class TinyConv(nn.Module):
+    def __init__(self, n_out=2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, n_out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+register_model(lambda **kw: TinyConv(**kw), name="test_tinyconv")
+
+
+def _blobs(seed, n=160):
+    """Class 0: one bright centred blob; class 1: a ring. 16×16, Gaussian noise."""
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:16, :16] - 7.5
+    r = np.hypot(yy, xx)
+    y = g.integers(0, 2, n)
+    blob, ring = np.exp(-r ** 2 / 8), np.exp(-(r - 5) ** 2 / 2)
+    x = np.where(y[:, None, None] == 0, blob, ring) + g.normal(0, 0.3, (n, 16, 16))
+    return TensorDataset(torch.tensor(x[:, None], dtype=torch.float32), torch.tensor(y))
+
+
+def test_bf16_channels_last_training_learns_and_saves_fp32(tmp_path):
+    torch.manual_seed(0)
+    model = TinyConv()
+    res = fit(model, _blobs(0), _blobs(1), ClsTask(), _cfg(epochs=6, lr=1e-2, precision="bf16", channels_last=True,
+                                                           ema=0.9),
+              tmp_path, model_name="test_tinyconv", model_kwargs={})
+    assert res["best"]["val_acc"] > 0.9
+    state = ckpt.load_state_dict(tmp_path / ckpt.MODEL_FILE)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
+    assert model.net[0].weight.is_contiguous()  # handed back in the default layout
+    with pytest.raises(GalmoError, match="fp16 needs a CUDA"):
+        fit(TinyConv(), _blobs(0), None, ClsTask(), _cfg(precision="fp16", device="cpu"), tmp_path / "x",
+            model_name="test_tinyconv", model_kwargs={})

@@ -1,6 +1,9 @@
 """The ONE training loop of galmo, shared by every model.
 
-AdamW, linear warm-up then cosine decay (per step), optional on-the-fly augmentation, early
+AdamW, linear warm-up then cosine decay (per step), optional on-the-fly augmentation, an optional
+exponential moving average of the weights (``ema``: validated, checkpointed and returned instead of
+the raw weights), optional mixed precision (``precision="bf16"``, also on CPUs with AVX-512 BF16, or
+``"fp16"`` on CUDA) and channels-last memory for convolutional models, early
 stopping on a validation metric, a progress bar with images/s, per-epoch metrics in
 ``metrics.jsonl``, checkpoints as safetensors + JSON (``galmo.checkpoint``), and an exact
 ``resume``: every random choice (epoch order, augmentation, dropout) is derived from
@@ -54,7 +57,13 @@ class TrainConfig:
     eval_batch_size: int = 256
     progress: bool = True
     stop_after_steps: int | None = None  # stop (checkpointed, resumable) after this many steps this session
+    ema: float | None = None        # decay of a weight EMA (e.g. 0.999); None: no EMA
+    precision: str = "fp32"         # "fp32", "bf16" (autocast; CPU or CUDA) or "fp16" (CUDA, loss scaling)
+    channels_last: bool = False     # NHWC weights and image batches (faster convolutions on CPU and GPU)
     extra: dict = field(default_factory=dict)
+
+
+EMA_DIR = "ema"  # last/ema/: the EMA weights of a resumable checkpoint
 
 
 class TrainingInterrupted(Exception):
@@ -90,6 +99,26 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def ema_avg_fn(decay: float):
+    """``AveragedModel`` update: EMA with the usual warm-up, decay_n = min(decay, (1 + n) / (10 + n)),
+    so the average does not drag the random initialisation through the first few hundred steps.
+    Integer buffers (BatchNorm's batch counters) are copied."""
+
+    @torch.no_grad()
+    def update(ema_params, model_params, n_averaged):
+        d = min(decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
+        if torch.is_floating_point(ema_params[0]):
+            torch._foreach_lerp_(ema_params, model_params, 1.0 - d)
+        else:
+            for e, m in zip(ema_params, model_params):
+                e.copy_(m)
+
+    return update
+
+
 def _better(a: float, b: float | None, mode: str) -> bool:
     return b is None or (a < b if mode == "min" else a > b)
 
@@ -105,7 +134,23 @@ def fit(model, train_set, val_set, task, cfg: TrainConfig, run_dir: str | Path, 
     run_dir = Path(run_dir)
     last_dir = run_dir / "last"
     device = resolve_device(cfg.device)
+    if cfg.precision not in PRECISIONS:
+        raise GalmoError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    amp_dtype = PRECISIONS[cfg.precision]
+    if amp_dtype is torch.float16 and device.type != "cuda":
+        raise GalmoError("precision fp16 needs a CUDA device; on a CPU use bf16")
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype is torch.float16 else None
+    ema = None
+    if cfg.ema:
+        if not 0.0 < cfg.ema < 1.0:
+            raise GalmoError(f"ema must be a decay in (0, 1), e.g. 0.999; got {cfg.ema}")
+        from torch.optim.swa_utils import AveragedModel
+
+        ema = AveragedModel(model, multi_avg_fn=ema_avg_fn(cfg.ema), use_buffers=True)
+    best_model = ema.module if ema is not None else model  # what is validated, saved and returned
     n = len(train_set)
     if n == 0:
         raise GalmoError("no training examples")
@@ -125,6 +170,14 @@ def fit(model, train_set, val_set, task, cfg: TrainConfig, run_dir: str | Path, 
             raise GalmoError("nothing to resume: no checkpoint in last/ (start without --resume)", path=run_dir)
         model.load_state_dict(ckpt.load_state_dict(last_dir / ckpt.MODEL_FILE))
         state, _ = ckpt.load_train_state(last_dir, opt)
+        if ema is not None:
+            if not (last_dir / EMA_DIR / ckpt.MODEL_FILE).exists():
+                raise GalmoError("--resume with an EMA: the checkpoint has no EMA weights (it was trained without "
+                                 "--ema)", path=last_dir)
+            ema.module.load_state_dict(ckpt.load_state_dict(last_dir / EMA_DIR / ckpt.MODEL_FILE))
+            ema.n_averaged.fill_(int(state.get("ema_n", 0)))
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         if state.get("done"):
             return _summary(state)
     else:
@@ -137,6 +190,11 @@ def fit(model, train_set, val_set, task, cfg: TrainConfig, run_dir: str | Path, 
 
     def save_last():
         ckpt.save_checkpoint(last_dir, model, model_name, model_kwargs, extra)
+        if ema is not None:
+            state["ema_n"] = int(ema.n_averaged)
+            ckpt.save_checkpoint(last_dir / EMA_DIR, ema.module, model_name, model_kwargs, extra)
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
         ckpt.save_train_state(last_dir, opt, state)
 
     interrupted = {"flag": False}
@@ -161,15 +219,29 @@ def fit(model, train_set, val_set, task, cfg: TrainConfig, run_dir: str | Path, 
                     g["lr"] = lr_at(gstep, total_steps, cfg)
                 torch.manual_seed(_mix(cfg.seed, epoch, step_in_epoch, 1))
                 gen = torch.Generator(device="cpu").manual_seed(_mix(cfg.seed, epoch, step_in_epoch, 2))
-                loss, logs = task.loss(model, batch, gen)
+                if cfg.channels_last:
+                    batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
+                                  for t in batch)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    loss, logs = task.loss(model, batch, gen)
                 if not torch.isfinite(loss):
                     raise GalmoError(f"training diverged: loss is {loss.item()} at epoch {epoch} step {step_in_epoch}; "
                                      "lower --lr")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
+                else:
+                    loss.backward()
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 bs = batch[0].shape[0]
                 seen += bs
                 state["loss_sum"] += float(loss.detach()) * bs
@@ -195,14 +267,14 @@ def fit(model, train_set, val_set, task, cfg: TrainConfig, run_dir: str | Path, 
             metrics = {"epoch": epoch, "step": state["global_step"], "lr": opt.param_groups[0]["lr"],
                        "train_loss": state["loss_sum"] / max(1, state["loss_count"]),
                        "train_images_per_s": seen / elapsed if elapsed > 0 else None}
-            model.eval()
+            best_model.eval()
             with torch.no_grad():
-                metrics.update(task.evaluate(model, batches(val_set, np.arange(len(val_set)), cfg.eval_batch_size,
+                metrics.update(task.evaluate(best_model, batches(val_set, np.arange(len(val_set)), cfg.eval_batch_size,
                                                             device)) if val_set is not None and len(val_set) else {})
             mon = metrics.get(cfg.monitor, metrics["train_loss"])
             if _better(mon, state["best"], cfg.mode):
                 state["best"], state["best_metrics"], state["bad_epochs"] = mon, metrics, 0
-                ckpt.save_checkpoint(run_dir, model, model_name, model_kwargs, {**extra, "metrics": metrics})
+                ckpt.save_checkpoint(run_dir, best_model, model_name, model_kwargs, {**extra, "metrics": metrics})
             else:
                 state["bad_epochs"] += 1
             state["history"].append(metrics)
@@ -220,6 +292,8 @@ def fit(model, train_set, val_set, task, cfg: TrainConfig, run_dir: str | Path, 
             signal.signal(signal.SIGINT, old)
     best = ckpt.load_state_dict(run_dir / ckpt.MODEL_FILE)
     model.load_state_dict(best)
+    if cfg.channels_last:
+        model.to(memory_format=torch.contiguous_format)
     return _summary(state)
 
 

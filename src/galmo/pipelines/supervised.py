@@ -167,7 +167,8 @@ def train(data, out, *, model: str = "rotinv", target: str = "class", backbone: 
           device: str = "auto", resume: bool = False, patience: int | None = None, augment: bool = True,
           kind: str = "image", max_images: int | None = None, stop_after_steps: int | None = None,
           progress: bool = True, evaluate_at_end: bool = True, tta: int = 1, on_error: str = "raise",
-          split_from=None, log=print) -> dict:
+          split_from=None, ema: float | None = None, precision: str = "fp32", channels_last: bool = False,
+          zoom: float | None = None, translate: float | None = None, log=print) -> dict:
     """Train a supervised model on ``data`` into the run folder ``out``; evaluate on the test split.
 
     ``split_from``: another run folder whose train/val/test split (``split.csv``) is reused, so that
@@ -241,10 +242,16 @@ def train(data, out, *, model: str = "rotinv", target: str = "class", backbone: 
         lin = _last_linear(net)
         if lin is not None and lin.bias is not None:
             torch.nn.init.constant_(lin.bias, 0.1)
-    aug = AugmentConfig() if augment else None
+    aug = None
+    if augment:
+        aug = AugmentConfig()
+        if zoom is not None:
+            aug.zoom = zoom
+        if translate is not None:
+            aug.translate = translate
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                       device=device, patience=patience, progress=progress, stop_after_steps=stop_after_steps,
-                      monitor="val_loss", mode="min")
+                      monitor="val_loss", mode="min", ema=ema, precision=precision, channels_last=channels_last)
     sup = {"target": target, "class_names": class_names, "n_classes": n_classes, "kind": kind,
            "source": str(src.path), "val_frac": val_frac, "test_frac": test_frac, "seed": seed,
            "augment": aug.to_dict() if aug else None, "model": model, "shape": [c, h, w]}
@@ -621,6 +628,14 @@ def register(sub) -> None:
     p.add_argument("--patience", type=int, default=None, help="early stop after this many epochs without improvement")
     p.add_argument("--max-images", type=int, default=None, help="train on a random subset of this many galaxies")
     p.add_argument("--no-augment", action="store_true", help="no rotation/translation/zoom/flip/brightness augmentation")
+    p.add_argument("--zoom", type=float, default=None, help="augmentation: log-uniform zoom in [1/Z, Z] (default 1.3)")
+    p.add_argument("--translate", type=float, default=None, help="augmentation: max shift in pixels (default 4)")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="validate and keep an exponential moving average of the weights (e.g. 0.999)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="training arithmetic: bf16 autocast (CPUs with AVX-512 BF16 or AMX, recent GPUs) or "
+                        "fp16 (CUDA); weights and predictions stay fp32")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions)")
     p.add_argument("--tta", type=int, default=1, help="test-time transforms for the final evaluation (default 1)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--split-from", default=None, metavar="RUN",
@@ -666,7 +681,8 @@ def cmd_train(args) -> int:
               lr=args.lr, val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed, device=args.device,
               resume=args.resume, patience=args.patience, augment=not args.no_augment, max_images=args.max_images,
               stop_after_steps=args.stop_after_steps, progress=not args.no_progress, tta=args.tta,
-              on_error=args.on_error, split_from=args.split_from)
+              on_error=args.on_error, split_from=args.split_from, ema=args.ema, precision=args.precision,
+              channels_last=args.channels_last, zoom=args.zoom, translate=args.translate)
     except TrainingInterrupted as e:
         print(f"galmo: interrupted: {e}; run again with --resume", file=sys.stderr)
         return 130
