@@ -149,6 +149,42 @@ def test_cli_cluster_graph_embedding(tmp_path):
     assert m["fraction_classified"] > 0.3
 
 
+def test_feature_presets_and_overrides():
+    from galmo.errors import GalmoError
+    from galmo.pipelines.unsupervised import encoding_options
+
+    assert encoding_options("euml") == {"radial": "linear", "layer": None, "pool": "avg", "size": 160}
+    tex = encoding_options()
+    assert tex["radial"] == "log" and tex["layer"] == 4 and tex["pool"] == "meanstd"
+    assert encoding_options("texture", size=[48], layer="final")["size"] == 48
+    assert encoding_options("texture", size=[48], layer="final")["layer"] is None
+    assert encoding_options("euml", size=[32, 120], radial="log", layer="3", pool="meanstd") == {
+        "radial": "log", "layer": 3, "pool": "meanstd", "size": (32, 120)}
+    for bad in ({"features": "best"}, {"size": [1, 2, 3]}, {"layer": "deep"}):
+        with pytest.raises(GalmoError):
+            encoding_options(**bad)
+
+
+def test_cli_cluster_euml_features_record_their_settings(tmp_path):
+    import json
+
+    from galmo.cli import main
+    from galmo.simulate import simulate
+
+    data = simulate(n=40, size=32, seed=2, out=tmp_path / "tiny.h5")
+    for name, feats in (("e", "euml"), ("t", "texture")):
+        assert main(["cluster", "--data", str(data), "--k", "4", "--out", str(tmp_path / name), "--features", feats,
+                     "--size", "32", "--morph-per-group", "0", "--quiet"]) == 0
+    ce = json.loads((tmp_path / "e" / "config.json").read_text())
+    ct = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert (ce["radial"], ce["layer"], ce["pool"]) == ("linear", None, "avg")
+    assert (ct["radial"], ct["layer"], ct["pool"]) == ("log", 4, "meanstd")
+    me = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    mt = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert me["n"] == mt["n"] == 40 and 0 < me["fraction_classified"] <= 1 and 0 < mt["fraction_classified"] <= 1
+    assert "log-polar unwrap" in (tmp_path / "t" / "report.html").read_text()
+
+
 def test_cli_cluster_bad_input(tmp_path, capsys):
     from galmo.cli import main
 

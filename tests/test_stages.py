@@ -37,6 +37,46 @@ def test_polar_unwrap_is_rotation_normalised():
     assert np.median(after) < 0.5 * np.median(other)
 
 
+def _ridge_angles(polar):
+    """Angle (rad, unwrapped along the rows) of the brightest column in each row of (R, A)."""
+    A = polar.shape[-1]
+    return np.unwrap(polar.argmax(-1) * 2 * np.pi / A)
+
+
+def test_log_polar_turns_a_logarithmic_spiral_into_a_straight_line():
+    """A one-armed logarithmic spiral of pitch φ, θ = ln(r)/tan φ: with log-spaced rows the arm's angle
+    grows linearly with the row, with slope ln(R/r_min)/((R−1) tan φ); with linear rows it does not."""
+    size, R, pitch = 97, 48, np.radians(20.0)  # odd: the centre is a pixel, where the origin lands
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    r, th = np.hypot(xx, yy), np.arctan2(yy, xx)
+    d = np.angle(np.exp(1j * (th - np.log(np.maximum(r, 0.5)) / np.tan(pitch))))  # angular distance to the arm
+    img = np.exp(-d ** 2 / 0.08) * (r > 3) * (r < R) + 2.0 * np.exp(-r ** 2 / 4)  # arm + central bulge
+    x = np.repeat(img[None, None].astype(np.float32), 3, 1)
+    rows = slice(16, 47)  # where the arm is: r from 3.4 px (outside the bulge) to 44 px
+    lp = PolarUnwrap(radial="log", r_min=1.0, mirror=False).fit_transform(x)[0, 0]
+    ang = _ridge_angles(lp[rows])
+    i = np.arange(len(ang))
+    slope, icpt = np.polyfit(i, ang, 1)
+    assert abs(slope) == pytest.approx(np.log(R / 1.0) / ((R - 1) * np.tan(pitch)), rel=0.1)
+    resid_log = np.sqrt(np.mean((ang - (slope * i + icpt)) ** 2))
+    lin = PolarUnwrap(radial="linear", mirror=False).fit_transform(x)[0, 0]
+    ang_lin = _ridge_angles(lin[4:47])
+    j = np.arange(len(ang_lin))
+    resid_lin = np.sqrt(np.mean((ang_lin - np.polyval(np.polyfit(j, ang_lin, 1), j)) ** 2))
+    assert resid_log < 0.1 and resid_lin > 3 * resid_log
+    with pytest.raises(ValueError, match="radial"):
+        PolarUnwrap(radial="spiral").fit_transform(x)
+
+
+def test_log_polar_unwrap_is_rotation_normalised():
+    _, x = _galaxies(12, size=48, noise=0.01)
+    rot = np.rot90(x, 1, axes=(2, 3)).copy()
+    pu = PolarUnwrap(radial="log")
+    a, b = pu.fit_transform(x), pu.transform(rot)
+    rel = lambda u, v: np.linalg.norm((u - v).reshape(len(u), -1), axis=1) / np.linalg.norm(u.reshape(len(u), -1), axis=1)
+    assert np.median(rel(a, b)) < 0.25 * np.median(rel(x, rot))
+
+
 def test_polar_unwrap_origin_is_brightest_smoothed_pixel_near_centre():
     x = np.zeros((1, 1, 32, 32), np.float32)
     x[0, 0, 17, 14] = 1.0  # a point source off-centre (within the search box)
@@ -90,6 +130,34 @@ def test_encoder_offline_weights_give_imagenet_features():
         p = full(torch.randn(2, 3, 224, 224) * 0.2).softmax(-1)
     assert full.classifier.weight.abs().mean() > 0.01
     assert float(p.max()) < 1.0
+
+
+def test_encoder_mid_level_mean_std_features_match_the_backbone_blocks():
+    """``layer=4, pool="meanstd"``: the mean and standard deviation over positions of the map after
+    EfficientNet's 4th block (stem → blocks 0–3), at a non-square input size."""
+    import torch
+    import torch.nn.functional as F
+
+    from galmo.backbones import data_config, to_rgb
+
+    _, x = _galaxies(3, size=32)
+    enc = Encoder(size=(32, 96), layer=4, pool="meanstd").fit()
+    f = enc.transform(x)
+    m = enc.model_
+    assert enc.n_features_ == 2 * m.blocks[3][-1].conv_pwl.out_channels == f.shape[1] == 160
+    cfg = data_config(m)
+    with torch.inference_mode():
+        t = F.interpolate(to_rgb(torch.from_numpy(x)), size=(32, 96), mode="bilinear", align_corners=False,
+                          antialias=True)
+        t = (t - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+        h = m.bn1(m.conv_stem(t))
+        for b in m.blocks[:4]:
+            h = b(h)
+        ref = torch.cat([h.mean((2, 3)), h.flatten(2).std(2)], 1).numpy()
+    assert np.allclose(f, ref, atol=1e-4)
+    assert Encoder(size=64, pool="meanstd").fit().n_features_ == 2 * 1280
+    with pytest.raises(GalmoError, match="layer 40 does not exist"):
+        Encoder(layer=40).fit()
 
 
 def test_encoder_unknown_model_without_weights_is_a_clear_error():

@@ -134,18 +134,54 @@ def to_rgb(x, bands=None):
     return x[:, [c - 1, c // 2, 0]]
 
 
-def encode(model, images, size: int | None = None, batch_size: int = 128, device="cpu",
-           progress: bool = False) -> np.ndarray:
+def intermediate(model, x, layer: int):
+    """Feature map (N, C, h, w) after block ``layer`` of a timm model, through timm's
+    ``forward_intermediates`` (index 0 is the stem; for EfficientNet/MobileNet families every block
+    counts, for the others the model's feature stages). The network stops there."""
+    import inspect
+
+    from galmo.errors import GalmoError
+
+    fi = getattr(model, "forward_intermediates", None)
+    if fi is None:
+        raise GalmoError(f"{type(model).__name__} gives no intermediate features in this timm version; "
+                         "use the final features (layer: final)")
+    kw = {"indices": [int(layer)], "intermediates_only": True, "stop_early": True}
+    if "extra_blocks" in inspect.signature(fi).parameters:
+        kw["extra_blocks"] = True
+    try:
+        return fi(x, **kw)[0]
+    except (AssertionError, IndexError) as e:
+        raise GalmoError(f"layer {layer} does not exist in {type(model).__name__} ({e or 'out of range'})") from None
+
+
+def pool_features(fm, pool: str = "avg"):
+    """(N, C, h, w) → (N, C) average, or (N, 2C) mean and standard deviation over positions ("meanstd":
+    the texture statistics of the map — how much of each pattern there is and how unevenly it is spread)."""
+    import torch
+
+    if pool == "avg":
+        return fm.mean((2, 3))
+    if pool == "meanstd":
+        return torch.cat([fm.mean((2, 3)), fm.flatten(2).std(2)], 1)
+    raise ValueError(f"pool must be 'avg' or 'meanstd', got {pool!r}")
+
+
+def encode(model, images, size=None, batch_size: int = 128, device="cpu", progress: bool = False,
+           layer: int | None = None, pool: str = "avg") -> np.ndarray:
     """Pooled features of ``images`` ((N, C, H, W) float in [0, 1], numpy or an iterator of batches).
 
-    Batched under ``torch.inference_mode``, channels-last, each batch resized once to ``size``
-    (default: the backbone's native input size) and normalised with its mean/std.
+    Batched under ``torch.inference_mode``, channels-last, each batch resized once to ``size`` (an int
+    for a square, or (height, width); default: the backbone's native input size) and normalised with
+    its mean/std. ``layer``: None for the backbone's final pooled features (``pool="avg"``) or its last
+    feature map pooled with ``pool``; an int for the map after that block (:func:`intermediate`).
     """
     import torch
     import torch.nn.functional as F
 
     cfg = data_config(model)
     size = size or cfg["input_size"][-1]
+    hw = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
     mean = torch.tensor(cfg["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1)
     model = model.to(device).eval().to(memory_format=torch.channels_last)
@@ -163,8 +199,13 @@ def encode(model, images, size: int | None = None, batch_size: int = 128, device
         for b in batches:
             x = torch.as_tensor(np.asarray(b, dtype=np.float32), device=device)
             x = to_rgb(x)
-            if x.shape[-1] != size or x.shape[-2] != size:
-                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            if tuple(x.shape[-2:]) != hw:
+                x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
             x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-            out.append(model(x).float().cpu().numpy())
+            if layer is None and pool == "avg":
+                f = model(x)
+            else:
+                fm = model.forward_features(x) if layer is None else intermediate(model, x, layer)
+                f = pool_features(fm.float(), pool)
+            out.append(f.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.num_features), np.float32)

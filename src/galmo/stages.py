@@ -186,8 +186,11 @@ class PolarUnwrap(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, step: float = 0.05, centre_frac: float = 0.125, smooth_sigma: float = 1.5,
-                 ref_annulus: tuple = (0.15, 0.35), mirror: bool = True, batch_size: int = 512):
+                 ref_annulus: tuple = (0.15, 0.35), mirror: bool = True, radial: str = "linear",
+                 r_min: float = 1.0, batch_size: int = 512):
         self.step = step
+        self.radial = radial
+        self.r_min = r_min
         self.centre_frac = centre_frac
         self.smooth_sigma = smooth_sigma
         self.ref_annulus = ref_annulus
@@ -208,7 +211,8 @@ class PolarUnwrap(TransformerMixin, BaseEstimator):
         for s in range(0, len(X), self.batch_size):
             o, org, ang = polar_unwrap(X[s:s + self.batch_size], step=self.step, centre_frac=self.centre_frac,
                                        smooth_sigma=self.smooth_sigma, ref_annulus=tuple(self.ref_annulus),
-                                       mirror=self.mirror, return_params=True)
+                                       mirror=self.mirror, radial=self.radial, r_min=self.r_min,
+                                       return_params=True)
             outs.append(o)
             origins.append(org)
             angles.append(ang)
@@ -222,14 +226,19 @@ class Encoder(TransformerMixin, BaseEstimator):
     """Pretrained CNN features (timm via :mod:`galmo.backbones`; offline EfficientNet-Lite0 by default).
 
     ``weights``: "offline", a file (.safetensors or state dict), "hub" (online), or None (random —
-    only for tests). ``size``: the square input the images are resized to once per batch
-    (default: the backbone's native size). Threads are set once (:func:`galmo.device.set_threads`).
+    only for tests). ``size``: the input the images are resized to once per batch, an int (square)
+    or (height, width) (default: the backbone's native size). ``layer``: None for the final features,
+    or the block whose feature map is pooled (:func:`galmo.backbones.intermediate`); ``pool``: "avg"
+    or "meanstd" (:func:`galmo.backbones.pool_features`). Threads are set once
+    (:func:`galmo.device.set_threads`).
     """
 
     def __init__(self, backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline",
-                 size: int | None = None, batch_size: int = 64, device: str = "auto", threads: int | None = None,
-                 progress: bool = False):
+                 size=None, batch_size: int = 64, device: str = "auto", threads: int | None = None,
+                 progress: bool = False, layer: int | None = None, pool: str = "avg"):
         self.backbone = backbone
+        self.layer = layer
+        self.pool = pool
         self.weights = weights
         self.size = size
         self.batch_size = batch_size
@@ -243,7 +252,13 @@ class Encoder(TransformerMixin, BaseEstimator):
 
         self.threads_ = set_threads(self.threads)
         self.model_ = create_backbone(self.backbone, weights=self.weights, num_classes=0).eval()
-        self.n_features_ = int(self.model_.num_features)
+        if self.layer is None and self.pool == "avg":
+            self.n_features_ = int(self.model_.num_features)
+        else:  # one small forward tells the width of the chosen map
+            from galmo.backbones import encode
+
+            self.n_features_ = int(encode(self.model_, np.zeros((1, 3, 32, 32), np.float32), size=64,
+                                          layer=self.layer, pool=self.pool).shape[1])
         return self
 
     def transform(self, X):
@@ -254,7 +269,7 @@ class Encoder(TransformerMixin, BaseEstimator):
             self.fit()
         X = _check_images(X, "Encoder")
         return encode(self.model_, X, size=self.size, batch_size=self.batch_size,
-                      device=resolve_device(self.device), progress=self.progress)
+                      device=resolve_device(self.device), progress=self.progress, layer=self.layer, pool=self.pool)
 
 
 # ----------------------------------------------------------------------------------- PCA

@@ -78,7 +78,7 @@ def composite(img: np.ndarray, bands=None) -> np.ndarray:
 # ---------------------------------------------------------------- adaptive polar unwrap (unsupervised, issue 3)
 def polar_unwrap(images: np.ndarray, step: float = 0.05, radius: int | None = None, centre_frac: float = 0.125,
                  smooth_sigma: float = 1.5, ref_annulus: tuple[float, float] = (0.15, 0.35), mirror: bool = True,
-                 return_params: bool = False):
+                 radial: str = "linear", r_min: float = 1.0, return_params: bool = False):
     """Adaptive polar unwrap (Fang et al. 2023, as in eUML) of a batch (N, C, H, W), rotation-normalised.
 
     * origin: the brightest pixel within ``centre_frac``·size of the image centre, found on the
@@ -89,7 +89,11 @@ def polar_unwrap(images: np.ndarray, step: float = 0.05, radius: int | None = No
       profile averaged over the annulus ``ref_annulus`` (fractions of the half width) of the
       smoothed image, itself smoothed circularly over ±2 angle bins;
     * sampling: one column per ``step`` radians (2π/step rounded, so a rotation is an exact
-      column shift), one row per pixel of radius out to half the width (``radius``);
+      column shift) and ``radius`` rows (default half the width): one per pixel of radius
+      (``radial="linear"``, as in eUML) or geometrically spaced from ``r_min`` to ``radius`` px
+      (``radial="log"``). In log-polar coordinates a logarithmic spiral arm is a straight line whose
+      slope is set by its pitch angle, and a change of galaxy size is a shift along the rows, so
+      tight and loose arms differ by the orientation of straight features at any size;
     * ``mirror``: the unwrap is followed by its angular mirror image, doubling the width, so the
       image is also normalised against reflection.
 
@@ -106,6 +110,10 @@ def polar_unwrap(images: np.ndarray, step: float = 0.05, radius: int | None = No
     n, c, h, w = x.shape
     R = int(radius or min(h, w) // 2)
     A = max(8, int(round(2 * np.pi / step)))
+    if radial not in ("linear", "log"):
+        raise ValueError(f"radial must be 'linear' or 'log', got {radial!r}")
+    if radial == "log" and not 0 < r_min < R:
+        raise ValueError(f"r_min must be in (0, {R}) px, got {r_min}")
     # origin: brightest smoothed pixel near the centre
     lum = np.nan_to_num(x).sum(1)
     sm = gaussian_filter(lum, sigma=(0, smooth_sigma, smooth_sigma), mode="nearest") if smooth_sigma else lum
@@ -117,7 +125,8 @@ def polar_unwrap(images: np.ndarray, step: float = 0.05, radius: int | None = No
     oy = y0 + box // (x1 - x0)
     ox = x0 + box % (x1 - x0)
     # polar grid (radius rows × angle columns) around each origin, in normalised coordinates
-    rr = torch.arange(R, dtype=torch.float32)
+    rr = (torch.arange(R, dtype=torch.float32) if radial == "linear"
+          else torch.from_numpy(np.geomspace(r_min, R, R).astype(np.float32)))
     th = torch.arange(A, dtype=torch.float32) * (2 * np.pi / A)
     dy = rr[:, None] * torch.sin(th)[None, :]
     dx = rr[:, None] * torch.cos(th)[None, :]
@@ -128,8 +137,11 @@ def polar_unwrap(images: np.ndarray, step: float = 0.05, radius: int | None = No
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
     polar, smooth_polar = out[:, :c], out[:, c]
     # reference angle: faintest direction in the annulus, circularly smoothed
-    a_in, a_out = (max(1, int(round(f * R))) for f in ref_annulus)
-    prof = smooth_polar[:, a_in:max(a_out, a_in + 1)].mean(1)  # (N, A)
+    a_in, a_out = (max(1, int(round(f * R))) for f in ref_annulus)  # radii in px
+    rows = np.flatnonzero((rr.numpy() >= a_in) & (rr.numpy() < max(a_out, a_in + 1)))
+    if not len(rows):
+        rows = np.array([int(np.argmin(np.abs(rr.numpy() - a_in)))])
+    prof = smooth_polar[:, rows].mean(1)  # (N, A)
     k = torch.tensor([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0
     prof = F.conv1d(F.pad(prof[:, None], (2, 2), mode="circular"), k.view(1, 1, -1))[:, 0]
     shift = prof.argmin(1)

@@ -22,17 +22,54 @@ import pandas as pd
 
 from galmo.errors import GalmoError
 
-DEFAULTS = {"k": 20, "size": 160, "standardize": True, "pca_variance": 0.9, "denoise_epochs": 4,
+DEFAULTS = {"k": 20, "standardize": True, "pca_variance": 0.9, "denoise_epochs": 4,
             "denoise_max_train": 3000,
             "morph_per_group": 20}
 
 
+# How the images become feature vectors. "euml": the paper's (linear polar unwrap, the backbone's final
+# average-pooled features); "texture": log-polar unwrap and the mean and standard deviation of a mid-level
+# feature map (block 4 of EfficientNet-Lite0), which keeps the arm-orientation statistics that separate
+# spiral classes (docs/unsupervised.md).
+FEATURE_PRESETS = {
+    "euml": {"radial": "linear", "layer": None, "pool": "avg", "size": 160},
+    "texture": {"radial": "log", "layer": 4, "pool": "meanstd", "size": (64, 252)},
+}
+DEFAULT_FEATURES = "texture"
+
+
+def encoding_options(features: str = DEFAULT_FEATURES, size=None, radial=None, layer=None, pool=None) -> dict:
+    """The preset ``features`` with any explicitly given option replacing its value; ``layer`` may be
+    an int, a digit string or "final"; ``size`` an int, or a list of one or two ints."""
+    if features not in FEATURE_PRESETS:
+        raise GalmoError(f"--features must be one of {', '.join(FEATURE_PRESETS)}, got {features!r}")
+    opts = dict(FEATURE_PRESETS[features])
+    if size is not None:
+        size = [size] if np.isscalar(size) else list(size)
+        if len(size) not in (1, 2) or min(size) < 16:
+            raise GalmoError(f"--size takes one or two numbers ≥ 16 (square, or HEIGHT WIDTH), got {size}")
+        opts["size"] = int(size[0]) if len(size) == 1 else (int(size[0]), int(size[1]))
+    if radial is not None:
+        opts["radial"] = radial
+    if pool is not None:
+        opts["pool"] = pool
+    if layer is not None:
+        if str(layer).lower() == "final":
+            opts["layer"] = None
+        elif str(layer).isdigit():
+            opts["layer"] = int(layer)
+        else:
+            raise GalmoError(f"--layer must be a block number or 'final', got {layer!r}")
+    return opts
+
+
 # ----------------------------------------------------------------------------------- composition
 def make_pipeline(k=20, denoise: bool = True, polar: bool = True, pca: bool = True,
-                  backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size: int | None = 160,
+                  backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size=(64, 252),
                   min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
                   pca_variance: float = 0.9, whiten: bool = False, standardize: bool = True, denoise_epochs: int = 4,
                   graph: bool = False, graph_components: int = 10, graph_neighbors: int = 10,
+                  radial: str = "log", layer: int | None = 4, pool: str = "meanstd",
                   seed: int = 0, device: str = "auto", run_dir=None, progress: bool = False):
     """The paper's method as ``Pipeline([denoise, polar, encode, pca, graph, cluster])``; a disabled
     stage is ``"passthrough"`` (``graph``, the spectral embedding, is off by default)."""
@@ -45,8 +82,9 @@ def make_pipeline(k=20, denoise: bool = True, polar: bool = True, pca: bool = Tr
         ("denoise", Denoiser(epochs=denoise_epochs, widths=(16, 32), seed=seed, device=device,
                              run_dir=None if run_dir is None else Path(run_dir) / "denoiser", progress=progress)
          if denoise else "passthrough"),
-        ("polar", PolarUnwrap() if polar else "passthrough"),
-        ("encode", Encoder(backbone=backbone, weights=weights, size=size, device=device, progress=progress)),
+        ("polar", PolarUnwrap(radial=radial) if polar else "passthrough"),
+        ("encode", Encoder(backbone=backbone, weights=weights, size=size, device=device, progress=progress,
+                           layer=layer, pool=pool)),
         ("pca", AutoPCA(variance=pca_variance, standardize=standardize, whiten=whiten, random_state=seed)
          if pca else "passthrough"),
         ("graph", GraphEmbedding(n_components=graph_components, n_neighbors=graph_neighbors, random_state=seed)
@@ -84,9 +122,10 @@ def _read_all(src, progress: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone: str = "tf_efficientnet_lite0",
-             weights: str | None = "offline", size: int | None = 160, denoise_epochs: int = 4,
+             weights: str | None = "offline", size=(64, 252), denoise_epochs: int = 4,
              denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
-             progress: bool = False, clean: np.ndarray | None = None, log=print) -> tuple[np.ndarray, dict]:
+             progress: bool = False, clean: np.ndarray | None = None, radial: str = "log",
+             layer: int | None = 4, pool: str = "meanstd", log=print) -> tuple[np.ndarray, dict]:
     """Stages 1–3 on images ``X``: (features (N, D), info with timings, PSNR, stage objects)."""
     from galmo.stages import Denoiser, Encoder, PolarUnwrap
 
@@ -112,12 +151,13 @@ def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone:
                 f"({info['psnr_gain']:+.2f} dB vs the noiseless images)")
     if polar:
         t = time.perf_counter()
-        pu = PolarUnwrap()
+        pu = PolarUnwrap(radial=radial)
         Z = pu.fit_transform(Z)
         info["polar"] = pu
         info["timings_s"]["polar"] = time.perf_counter() - t
     t = time.perf_counter()
-    enc = Encoder(backbone=backbone, weights=weights, size=size, device=device, progress=progress).fit()
+    enc = Encoder(backbone=backbone, weights=weights, size=size, device=device, progress=progress, layer=layer,
+                  pool=pool).fit()
     F = enc.transform(Z)
     info["timings_s"]["encode"] = time.perf_counter() - t
     info["encoder"] = enc
@@ -164,11 +204,12 @@ def score(vc, labels: np.ndarray | None) -> dict:
 
 # ----------------------------------------------------------------------------------- the run
 def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, pca: bool = True,
-                backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size: int | None = 160,
+                backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size=(64, 252),
                 min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
                 pca_variance: float = 0.9, whiten: bool = False, standardize: bool = True, denoise_epochs: int = 4,
                 denoise_max_train: int = 3000, graph: bool = False, graph_components: int = 10,
                 graph_neighbors: int = 10, morphology: bool = True, morph_per_group: int = 20, seed: int = 0,
+                radial: str = "log", layer: int | None = 4, pool: str = "meanstd",
                 device: str = "auto", progress: bool = True, report: bool = True, log=print) -> dict:
     """Run the whole method on ``src`` and write the run folder (see the module docstring)."""
     from galmo import plots
@@ -185,7 +226,8 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
               "polar": polar, "pca": pca, "backbone": backbone, "weights": weights, "size": size,
               "min_agree": min_agree, "members": list(members), "bagging": bagging, "pca_variance": pca_variance,
               "whiten": whiten, "standardize": standardize, "denoise_epochs": denoise_epochs, "graph": graph,
-              "graph_components": graph_components, "graph_neighbors": graph_neighbors, "seed": seed}
+              "graph_components": graph_components, "graph_neighbors": graph_neighbors, "seed": seed,
+              "radial": radial, "layer": layer, "pool": pool}
     write_json(run_dir / "config.json", config)
     t0 = time.perf_counter()
     rows, X = _read_all(src, progress)
@@ -204,7 +246,8 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
         clean = (pick, clean_display(src, rows[pick]))
     F, info = features(X, denoise=denoise, polar=polar, backbone=backbone, weights=weights, size=size,
                        denoise_epochs=denoise_epochs, denoise_max_train=denoise_max_train, seed=seed, device=device,
-                       run_dir=run_dir, progress=progress, clean=None, log=log)
+                       run_dir=run_dir, progress=progress, clean=None, radial=radial, layer=layer, pool=pool,
+                       log=log)
     if clean is not None:
         from galmo.stages import psnr
 
@@ -331,7 +374,11 @@ def _report_body(metrics: dict, per_k: dict, conf_df, med, cat_path, config) -> 
     head = {k: metrics[k] for k in ("n", "k", "min_agree", "fraction_classified", "n_classified", "purity", "nmi",
                                      "ari", "pca_components", "pca_variance_kept", "psnr_noisy", "psnr_denoised",
                                      "psnr_gain") if k in metrics and metrics[k] is not None}
-    body = (f"<p>Stages: {stages}; backbone {config['backbone']} at {config['size']} px; members "
+    enc = (f"{'log' if config.get('radial') == 'log' else 'linear'}-polar unwrap, " if config.get("polar") else "")
+    layer = "final features" if config.get("layer") is None else f"block {config['layer']} feature map"
+    size = config["size"] if np.isscalar(config["size"]) else "×".join(str(v) for v in config["size"])
+    body = (f"<p>Stages: {stages}; {enc}backbone {config['backbone']} at {size} px, {layer} pooled by "
+            f"{config.get('pool', 'avg')}; members "
             f"{', '.join(metrics['members'])} (Hungarian-aligned). A galaxy is <em>classified</em> when at "
             f"least {metrics['min_agree']} of {len(metrics['members'])} members put it in the same group; "
             f"purity/NMI/ARI are over the classified galaxies (purity: majority true class per group). "
@@ -406,7 +453,18 @@ def register(sub) -> None:
                    "EfficientNet-Lite0; others need --weights)")
     p.add_argument("--weights", default="offline", help="'offline' (packaged), a .safetensors/state-dict file, "
                    "or 'hub' (online)")
-    p.add_argument("--size", type=int, default=DEFAULTS["size"], help="encoder input size in px (default 160)")
+    p.add_argument("--features", choices=list(FEATURE_PRESETS), default=DEFAULT_FEATURES,
+                   help="how images become vectors: 'texture' (default: log-polar unwrap, mean and std of a "
+                        "mid-level feature map) or 'euml' (the paper: linear unwrap, final pooled features); "
+                        "--size/--radial/--layer/--pool override single settings")
+    p.add_argument("--size", type=int, nargs="+", default=None, metavar="PX",
+                   help="encoder input: one number (square) or HEIGHT WIDTH (default: see --features)")
+    p.add_argument("--radial", choices=["linear", "log"], default=None,
+                   help="polar unwrap rows: one per pixel of radius (eUML) or log-spaced (spiral arms become "
+                        "straight lines whose slope is the pitch angle)")
+    p.add_argument("--layer", default=None, help="encoder block whose feature map is pooled, or 'final' (eUML)")
+    p.add_argument("--pool", choices=["avg", "meanstd"], default=None,
+                   help="pooling of the feature map: average (eUML) or mean and standard deviation")
     p.add_argument("--min-agree", type=int, default=None, help="members that must agree (default: all)")
     p.add_argument("--members", nargs="+", default=["kmeans", "agglomerative", "birch"],
                    help="clustering members; the first is the alignment reference")
@@ -432,9 +490,10 @@ def cmd_cluster(args) -> int:
         raise GalmoError(f"--min-agree must be between 1 and the number of members ({len(args.members)}), "
                          f"got {args.min_agree}")
     weights = None if args.weights in ("none", "None", "random") else args.weights
+    enc = encoding_options(args.features, size=args.size, radial=args.radial, layer=args.layer, pool=args.pool)
     src = open_source(args.data, on_error=args.on_error)
     metrics = run_cluster(src, args.out, k=args.k, denoise=args.denoise, polar=not args.no_polar,
-                          pca=not args.no_pca, backbone=args.backbone, weights=weights, size=args.size,
+                          pca=not args.no_pca, backbone=args.backbone, weights=weights, **enc,
                           min_agree=args.min_agree, members=args.members, bagging=args.bagging,
                           pca_variance=args.pca_variance, whiten=args.whiten,
                           standardize=not args.no_standardize, denoise_epochs=args.denoise_epochs,
