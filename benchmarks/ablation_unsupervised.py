@@ -1,7 +1,9 @@
 """Ablation of the unsupervised pipeline on the default sims: each stage on/off (and the optional
 graph embedding), K=20.
 Prints one JSON line per variant (fraction classified, purity/NMI/ARI of the classified set).
-Usage: python benchmarks/ablation_unsupervised.py [N] [SIZE] [std|raw]  (std: standardise before PCA)"""
+Usage: python benchmarks/ablation_unsupervised.py [N] [FEATURES|SIZE] [std|raw]
+FEATURES: a preset of galmo cluster --features (texture, the default, or euml); a number: the euml
+preset at that encoder size in px. std: standardise before PCA (default)."""
 import json
 import sys
 import time
@@ -10,12 +12,14 @@ import warnings
 import numpy as np
 
 warnings.filterwarnings("ignore")
-from galmo.pipelines.unsupervised import clean_display, cluster_features, features, score  # noqa: E402
+from galmo.pipelines.unsupervised import (clean_display, cluster_features, encoding_options,  # noqa: E402
+                                          features, score)
 from galmo.simulate import default_sample  # noqa: E402
 from galmo.sources import open_source  # noqa: E402
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-size = int(sys.argv[2]) if len(sys.argv) > 2 else 160
+spec = sys.argv[2] if len(sys.argv) > 2 else "texture"
+enc = encoding_options("euml", size=int(spec)) if spec.isdigit() else encoding_options(spec)
 standardize = (sys.argv[3] != "raw") if len(sys.argv) > 3 else True
 src = open_source(default_sample())
 pos = np.arange(len(src)) if not n else np.sort(np.random.default_rng(0).choice(len(src), n, replace=False))
@@ -29,7 +33,7 @@ for denoise in (True, False):
         Xin = X
         if denoise and den is not None:
             Xin = den.transform(X)
-        F, info = features(Xin, denoise=denoise and den is None, polar=polar, size=size, denoise_epochs=4,
+        F, info = features(Xin, denoise=denoise and den is None, polar=polar, **enc, denoise_epochs=4,
                            denoise_max_train=1500, clean=clean_display(src, pos[:300]) if denoise and den is None
                            else None, log=lambda s: print(s, file=sys.stderr), progress=False)
         if denoise and den is None:
@@ -41,7 +45,7 @@ for denoise in (True, False):
                 vc, ap, P, _ = cluster_features(F, k=k, pca=pca, standardize=standardize, min_agree=min_agree,
                                                 graph=graph)
                 s = score(vc, y)[k]
-                print(json.dumps({"n": len(pos), "k": k, "size": size, "standardize": standardize and pca,
+                print(json.dumps({"n": len(pos), "k": k, "features": spec, "standardize": standardize and pca,
                                   "denoise": denoise, "polar": polar, "pca": pca, "graph": graph,
                                   "min_agree": min_agree or 3, "pca_components": ap.n_components_ if ap else None,
                                   **{c: round(v, 4) if isinstance(v, float) else v for c, v in s.items()},

@@ -87,6 +87,10 @@ def test_augment_is_seeded_batched_and_switchable():
     y = augment(x, torch.Generator().manual_seed(0), only_b)
     ratio = (y / x).flatten(1)
     assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-5)
+    # mixed-precision training: the warp is still computed in fp32 (a bf16 grid is off by ~0.1 px)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = augment(x, torch.Generator().manual_seed(5))
+    assert d.dtype == torch.float32 and torch.allclose(d, a, atol=1e-6)
 
 
 def test_simple_cnn_features():

@@ -166,8 +166,14 @@ def test_ema_is_validated_saved_and_resumed_exactly(tmp_path):
     with pytest.raises(TrainingInterrupted):  # a run trained without an EMA cannot be resumed with one
         fit(TinyNet(), _data(0), None, ClsTask(), _cfg(stop_after_steps=3), tmp_path / "c", model_name="test_tinynet",
             model_kwargs={})
-    with pytest.raises(GalmoError, match="no EMA weights"):
+    with pytest.raises(GalmoError, match="same --ema setting"):
         fit(TinyNet(), _data(0), None, ClsTask(), _cfg(ema=0.9), tmp_path / "c", model_name="test_tinynet",
+            model_kwargs={}, resume=True)
+    with pytest.raises(TrainingInterrupted):  # nor an EMA run without one
+        fit(TinyNet(), _data(0), None, ClsTask(), _cfg(ema=0.9, stop_after_steps=3), tmp_path / "e",
+            model_name="test_tinynet", model_kwargs={})
+    with pytest.raises(GalmoError, match="trained with an EMA"):
+        fit(TinyNet(), _data(0), None, ClsTask(), _cfg(), tmp_path / "e", model_name="test_tinynet",
             model_kwargs={}, resume=True)
     with pytest.raises(GalmoError, match="ema must be"):
         fit(TinyNet(), _data(0), None, ClsTask(), _cfg(ema=1.5), tmp_path / "d", model_name="test_tinynet",

@@ -156,14 +156,14 @@ def intermediate(model, x, layer: int):
 
 
 def pool_features(fm, pool: str = "avg"):
-    """(N, C, h, w) → (N, C) average, or (N, 2C) mean and standard deviation over positions ("meanstd":
+    """(N, C, h, w) → (N, C) average, or (N, 2C) mean and (population) standard deviation over positions ("meanstd":
     the texture statistics of the map — how much of each pattern there is and how unevenly it is spread)."""
     import torch
 
     if pool == "avg":
         return fm.mean((2, 3))
     if pool == "meanstd":
-        return torch.cat([fm.mean((2, 3)), fm.flatten(2).std(2)], 1)
+        return torch.cat([fm.mean((2, 3)), fm.flatten(2).std(2, correction=0)], 1)
     raise ValueError(f"pool must be 'avg' or 'meanstd', got {pool!r}")
 
 

@@ -257,7 +257,7 @@ class Encoder(TransformerMixin, BaseEstimator):
         else:  # one small forward tells the width of the chosen map
             from galmo.backbones import encode
 
-            self.n_features_ = int(encode(self.model_, np.zeros((1, 3, 32, 32), np.float32), size=64,
+            self.n_features_ = int(encode(self.model_, np.zeros((1, 3, 32, 32), np.float32), size=self.size,
                                           layer=self.layer, pool=self.pool).shape[1])
         return self
 

@@ -170,15 +170,17 @@ def fit(model, train_set, val_set, task, cfg: TrainConfig, run_dir: str | Path, 
             raise GalmoError("nothing to resume: no checkpoint in last/ (start without --resume)", path=run_dir)
         model.load_state_dict(ckpt.load_state_dict(last_dir / ckpt.MODEL_FILE))
         state, _ = ckpt.load_train_state(last_dir, opt)
+        if (ema is not None) != ("ema_n" in state):
+            raise GalmoError("--resume must use the same --ema setting as the interrupted run (" +
+                             ("it was trained with an EMA" if "ema_n" in state else
+                              "the checkpoint has no EMA weights: it was trained without --ema") + ")", path=last_dir)
         if ema is not None:
-            if not (last_dir / EMA_DIR / ckpt.MODEL_FILE).exists():
-                raise GalmoError("--resume with an EMA: the checkpoint has no EMA weights (it was trained without "
-                                 "--ema)", path=last_dir)
             ema.module.load_state_dict(ckpt.load_state_dict(last_dir / EMA_DIR / ckpt.MODEL_FILE))
             ema.n_averaged.fill_(int(state.get("ema_n", 0)))
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        if state.get("done"):
+        if state.get("done"):  # hand back the best (EMA, when used) weights, as a finished run does
+            model.load_state_dict(ckpt.load_state_dict(run_dir / ckpt.MODEL_FILE))
             return _summary(state)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,8 @@ DEFAULTS = {"k": 20, "standardize": True, "pca_variance": 0.9, "denoise_epochs":
 
 # How the images become feature vectors. "euml": the paper's (linear polar unwrap, the backbone's final
 # average-pooled features); "texture": log-polar unwrap and the mean and standard deviation of a mid-level
-# feature map (block 4 of EfficientNet-Lite0), which keeps the arm-orientation statistics that separate
+# feature map (index 4 of timm's forward_intermediates for EfficientNet-Lite0: after the 4th block stage,
+# 80 channels at stride 16), which keeps the arm-orientation statistics that separate
 # spiral classes (docs/unsupervised.md).
 FEATURE_PRESETS = {
     "euml": {"radial": "linear", "layer": None, "pool": "avg", "size": 160},
@@ -63,6 +64,15 @@ def encoding_options(features: str = DEFAULT_FEATURES, size=None, radial=None, l
     return opts
 
 
+def encoder_size(size, polar: bool):
+    """The encoder input for these stages: ``size`` as given, except that a non-square (h, w) — the
+    shape meant for the unwrapped image — becomes, without the unwrap, the square with the same
+    number of pixels (the image stays square instead of being stretched)."""
+    if not polar and size is not None and not np.isscalar(size) and size[0] != size[1]:
+        return int(round(np.sqrt(size[0] * size[1])))
+    return size
+
+
 # ----------------------------------------------------------------------------------- composition
 def make_pipeline(k=20, denoise: bool = True, polar: bool = True, pca: bool = True,
                   backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size=(64, 252),
@@ -71,8 +81,9 @@ def make_pipeline(k=20, denoise: bool = True, polar: bool = True, pca: bool = Tr
                   graph: bool = False, graph_components: int = 10, graph_neighbors: int = 10,
                   radial: str = "log", layer: int | None = 4, pool: str = "meanstd",
                   seed: int = 0, device: str = "auto", run_dir=None, progress: bool = False):
-    """The paper's method as ``Pipeline([denoise, polar, encode, pca, graph, cluster])``; a disabled
-    stage is ``"passthrough"`` (``graph``, the spectral embedding, is off by default)."""
+    """The method as ``Pipeline([denoise, polar, encode, pca, graph, cluster])``; a disabled stage is
+    ``"passthrough"`` (``graph``, the spectral embedding, is off by default). The encoding defaults are
+    the "texture" preset; ``radial="linear", layer=None, pool="avg", size=160`` give the paper's."""
     from sklearn.pipeline import Pipeline
 
     from galmo.cluster import VotingClustering
@@ -83,8 +94,8 @@ def make_pipeline(k=20, denoise: bool = True, polar: bool = True, pca: bool = Tr
                              run_dir=None if run_dir is None else Path(run_dir) / "denoiser", progress=progress)
          if denoise else "passthrough"),
         ("polar", PolarUnwrap(radial=radial) if polar else "passthrough"),
-        ("encode", Encoder(backbone=backbone, weights=weights, size=size, device=device, progress=progress,
-                           layer=layer, pool=pool)),
+        ("encode", Encoder(backbone=backbone, weights=weights, size=encoder_size(size, polar), device=device,
+                           progress=progress, layer=layer, pool=pool)),
         ("pca", AutoPCA(variance=pca_variance, standardize=standardize, whiten=whiten, random_state=seed)
          if pca else "passthrough"),
         ("graph", GraphEmbedding(n_components=graph_components, n_neighbors=graph_neighbors, random_state=seed)
@@ -155,6 +166,7 @@ def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone:
         Z = pu.fit_transform(Z)
         info["polar"] = pu
         info["timings_s"]["polar"] = time.perf_counter() - t
+    size = encoder_size(size, polar)
     t = time.perf_counter()
     enc = Encoder(backbone=backbone, weights=weights, size=size, device=device, progress=progress, layer=layer,
                   pool=pool).fit()
@@ -222,6 +234,7 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
     run_dir = Path(run_dir)
     fig_dir = run_dir / "figures"
     run_dir.mkdir(parents=True, exist_ok=True)
+    size = encoder_size(size, polar)  # what the encoder really gets is what is recorded
     config = {"command": "cluster", "source": str(getattr(src, "path", "")), "k": ks, "denoise": denoise,
               "polar": polar, "pca": pca, "backbone": backbone, "weights": weights, "size": size,
               "min_agree": min_agree, "members": list(members), "bagging": bagging, "pca_variance": pca_variance,
@@ -375,8 +388,9 @@ def _report_body(metrics: dict, per_k: dict, conf_df, med, cat_path, config) -> 
                                      "ari", "pca_components", "pca_variance_kept", "psnr_noisy", "psnr_denoised",
                                      "psnr_gain") if k in metrics and metrics[k] is not None}
     enc = (f"{'log' if config.get('radial') == 'log' else 'linear'}-polar unwrap, " if config.get("polar") else "")
-    layer = "final features" if config.get("layer") is None else f"block {config['layer']} feature map"
-    size = config["size"] if np.isscalar(config["size"]) else "×".join(str(v) for v in config["size"])
+    layer = "final features" if config.get("layer") is None else f"intermediate feature map {config['layer']}"
+    size = config["size"]
+    size = "native" if size is None else (size if np.isscalar(size) else "×".join(str(v) for v in size))
     body = (f"<p>Stages: {stages}; {enc}backbone {config['backbone']} at {size} px, {layer} pooled by "
             f"{config.get('pool', 'avg')}; members "
             f"{', '.join(metrics['members'])} (Hungarian-aligned). A galaxy is <em>classified</em> when at "
@@ -462,7 +476,8 @@ def register(sub) -> None:
     p.add_argument("--radial", choices=["linear", "log"], default=None,
                    help="polar unwrap rows: one per pixel of radius (eUML) or log-spaced (spiral arms become "
                         "straight lines whose slope is the pitch angle)")
-    p.add_argument("--layer", default=None, help="encoder block whose feature map is pooled, or 'final' (eUML)")
+    p.add_argument("--layer", default=None, help="index of the pooled feature map in timm's forward_intermediates (EfficientNet: 0 = stem, "
+                        "1–7 = block stages; texture preset: 4) or 'final' (eUML)")
     p.add_argument("--pool", choices=["avg", "meanstd"], default=None,
                    help="pooling of the feature map: average (eUML) or mean and standard deviation")
     p.add_argument("--min-agree", type=int, default=None, help="members that must agree (default: all)")
