@@ -2,7 +2,8 @@
 
 * inference images/s: the 16 views stacked along the batch axis in ONE trunk pass vs a naive loop
   running the 16 views as 16 separate passes (same weights, same outputs), for several batch sizes;
-* training images/s: augmentation + forward + backward + AdamW step.
+* training images/s: augmentation + forward + backward + AdamW step, in fp32 and bf16 autocast, with
+  and without channels-last memory (``galmo train --precision bf16 --channels-last``).
 
 * with ``--run RUN --data SOURCE``: invariance of a trained model on the run's test galaxies: max and
   mean |Δp| under the 8 dihedral transforms (exact by construction) and under arbitrary rotations
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=32)
     ap.add_argument("--min-time", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--precisions", default="fp32,bf16", help="training arithmetic to compare (bf16: autocast)")
     ap.add_argument("--run", default=None, help="a trained run folder: measure invariance on its test split")
     ap.add_argument("--data", default=None, help="the run's source (with --run)")
     ap.add_argument("--angles", default="10,22.5,30,45,60")
@@ -68,21 +70,31 @@ def main() -> None:
             print(json.dumps({"bench": "inference", "batch": b, "batched_images_per_s": round(batched, 1),
                               "naive_loop_images_per_s": round(naive, 1), "speedup": round(batched / naive, 2),
                               "load_avg_1min": os.getloadavg()[0], **common}), flush=True)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     b = args.train_batch
     x = torch.rand(b, 3, args.size, args.size)
     y = torch.randint(0, 10, (b,))
-    gen = torch.Generator().manual_seed(0)
+    for precision, channels_last in ((p, cl) for p in args.precisions.split(",") for cl in (False, True)):
+        torch.manual_seed(0)
+        model = create("rotinv", num_outputs=10, image_size=args.size, width=args.width, downsample=args.downsample)
+        model.train()
+        xb = x
+        if channels_last:  # as galmo.train.fit does with --channels-last
+            model = model.to(memory_format=torch.channels_last)
+            xb = x.contiguous(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        amp = {"fp32": None, "bf16": torch.bfloat16}[precision]
 
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(augment(x, gen)), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        def step():
+            with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+                loss = torch.nn.functional.cross_entropy(model(augment(xb, gen)), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
 
-    print(json.dumps({"bench": "train", "batch": b, "images_per_s": round(_rate(step, b, args.min_time), 1),
-                      "load_avg_1min": os.getloadavg()[0], **common}), flush=True)
+        print(json.dumps({"bench": "train", "batch": b, "precision": precision, "channels_last": channels_last,
+                          "images_per_s": round(_rate(step, b, args.min_time), 1),
+                          "load_avg_1min": os.getloadavg()[0], **common}), flush=True)
 
 
 def invariance(args) -> None:

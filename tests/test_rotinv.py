@@ -57,6 +57,9 @@ def test_one_batched_pass_equals_naive_loop():
     x = _images(n=3, size=32)
     with torch.no_grad():
         assert torch.allclose(model(x), model.forward_naive(x), atol=1e-5)
+        one_pass = model(x)
+        model.max_views_per_pass = 20  # 48 views → passes of 20, 20, 8 (inference only)
+        assert torch.allclose(model(x), one_pass, atol=1e-6)
 
 
 def test_vote_head_obeys_the_decision_tree():

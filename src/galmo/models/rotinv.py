@@ -142,9 +142,20 @@ class RotInvNet(nn.Module):
             raise ValueError(f"RotInvNet needs square images, got {tuple(x.shape[-2:])}")
         return make_views(x, self.crop)
 
+    # At inference, at most this many views go through the trunk per pass: one pass over all 16·N views
+    # is what makes small batches fast, but past a few hundred views the activations fall out of cache
+    # and one huge pass is slower than several (measured: width 32, batch 64, 0.7× a plain 16-pass loop
+    # unchunked). Training always makes one pass (BatchNorm sees the whole batch).
+    max_views_per_pass: int = 256
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        f = self.trunk(self.views(x)).view(N_VIEWS, n, -1)  # ONE forward over all 16·N views
+        v = self.views(x)
+        if self.training or v.shape[0] <= self.max_views_per_pass:
+            f = self.trunk(v)  # ONE forward over all 16·N views
+        else:
+            f = torch.cat([self.trunk(c) for c in v.split(self.max_views_per_pass)])
+        f = f.view(N_VIEWS, n, -1)
         if self.pool == "mean":
             return f.mean(0)
         if self.pool == "max":
