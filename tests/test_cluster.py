@@ -149,6 +149,22 @@ def test_cli_cluster_graph_embedding(tmp_path):
     assert m["fraction_classified"] > 0.3
 
 
+def test_streamed_features_equal_in_memory_features(tmp_path):
+    """run_cluster encodes batch by batch (only features kept): same numbers as all images at once."""
+    from galmo.pipelines.unsupervised import features, stream_features
+    from galmo.simulate import simulate
+    from galmo.sources import open_source
+
+    src = open_source(simulate(n=23, size=32, seed=3, out=tmp_path / "tiny.h5"))
+    X = src.read(np.arange(len(src)))
+    for polar in (True, False):
+        rows, F, info = stream_features(src, polar=polar, size=(32, 64), batch_size=7, device="cpu")
+        ref, _ = features(X, polar=polar, size=(32, 64), device="cpu")
+        assert rows.tolist() == list(range(23)) and F.shape == ref.shape == (23, 160)
+        assert np.allclose(F, ref, atol=1e-4)
+        assert info["timings_s"]["encode"] > 0
+
+
 def test_feature_presets_and_overrides():
     from galmo.errors import GalmoError
     from galmo.pipelines.unsupervised import encoding_options

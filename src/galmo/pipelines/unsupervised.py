@@ -122,16 +122,6 @@ def clean_display(src, pos: np.ndarray) -> np.ndarray | None:
     return np.moveaxis(rgb[..., ::-1], -1, 1).astype(np.float32)  # planes in band order (B, G, R)
 
 
-def _read_all(src, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    rows, chunks = [], []
-    for pos, imgs in src.iter_batches(batch_size=256, kind="image", progress=progress):
-        rows.append(np.asarray(pos))
-        chunks.append(imgs)
-    if not rows:
-        raise GalmoError("no readable images in the source", path=getattr(src, "path", None))
-    return np.concatenate(rows), np.concatenate(chunks)
-
-
 def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone: str = "tf_efficientnet_lite0",
              weights: str | None = "offline", size=(64, 252), denoise_epochs: int = 4,
              denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
@@ -175,6 +165,67 @@ def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone:
     info["encoder"] = enc
     info["images"] = Z
     return F, info
+
+
+def stream_features(src, denoise: bool = False, polar: bool = True, backbone: str = "tf_efficientnet_lite0",
+                    weights: str | None = "offline", size=(64, 252), denoise_epochs: int = 4,
+                    denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
+                    progress: bool = False, radial: str = "log", layer: int | None = 4, pool: str = "meanstd",
+                    batch_size: int = 512, log=print) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Stages 1–3 over a source batch by batch: (readable row positions, features (N, D), info).
+
+    Only the features are kept, never the images, so memory grows with N × D (160 floats per galaxy
+    with the texture preset), not with N × C × H × W. The denoiser, when asked for, is first fitted on
+    a random subsample of about ``denoise_max_train`` galaxies drawn during one extra pass.
+    """
+    from galmo.stages import Denoiser, Encoder, PolarUnwrap
+
+    info: dict = {"timings_s": {"read": 0.0, "denoise": 0.0, "polar": 0.0, "encode": 0.0}}
+    den = None
+    if denoise:
+        t = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        frac = min(1.0, denoise_max_train / max(1, len(src)))
+        sample = [imgs[rng.random(len(pos)) < frac] for pos, imgs in
+                  src.iter_batches(batch_size=batch_size, kind="image", progress=False)]
+        train = np.concatenate(sample) if sample else None
+        if train is None or not len(train):
+            raise GalmoError("no readable images in the source", path=getattr(src, "path", None))
+        den = Denoiser(epochs=denoise_epochs, widths=(16, 32), seed=seed, device=device, progress=progress,
+                       run_dir=None if run_dir is None else Path(run_dir) / "denoiser").fit(train)
+        del train, sample
+        info["denoiser"] = den
+        info["timings_s"]["denoise"] += time.perf_counter() - t
+    pu = PolarUnwrap(radial=radial) if polar else None
+    enc = Encoder(backbone=backbone, weights=weights, size=encoder_size(size, polar), device=device,
+                  layer=layer, pool=pool).fit()
+    rows, feats = [], []
+    t = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(src), unit="img", desc="features", leave=False)
+    for pos, Z in src.iter_batches(batch_size=batch_size, kind="image", progress=False):
+        info["timings_s"]["read"] += time.perf_counter() - t
+        for stage, fn in (("denoise", den.transform if den is not None else None),
+                          ("polar", pu.transform if pu is not None else None), ("encode", enc.transform)):
+            if fn is not None:
+                t = time.perf_counter()
+                Z = fn(Z)
+                info["timings_s"][stage] += time.perf_counter() - t
+        rows.append(np.asarray(pos))
+        feats.append(np.asarray(Z, dtype=np.float32))
+        if bar is not None:
+            bar.update(len(pos))
+        t = time.perf_counter()
+    if bar is not None:
+        bar.close()
+    if not rows:
+        raise GalmoError("no readable images in the source", path=getattr(src, "path", None))
+    info["encoder"], info["polar"] = enc, pu
+    info["timings_s"] = {k: v for k, v in info["timings_s"].items() if v > 0 or k == "encode"}
+    return np.concatenate(rows), np.concatenate(feats), info
 
 
 def cluster_features(F: np.ndarray, k=20, pca: bool = True, pca_variance: float = 0.9, whiten: bool = False,
@@ -243,7 +294,10 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
               "radial": radial, "layer": layer, "pool": pool}
     write_json(run_dir / "config.json", config)
     t0 = time.perf_counter()
-    rows, X = _read_all(src, progress)
+    rows, F, info = stream_features(src, denoise=denoise, polar=polar, backbone=backbone, weights=weights,
+                                    size=size, denoise_epochs=denoise_epochs, denoise_max_train=denoise_max_train,
+                                    seed=seed, device=device, run_dir=run_dir, progress=progress, radial=radial,
+                                    layer=layer, pool=pool, log=log)
     if len(rows) < max(ks):
         raise GalmoError(f"{len(rows)} readable galaxies: too few for K={max(ks)} groups", path=src.path)
     if getattr(src, "rejected", None):
@@ -253,20 +307,13 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
         log(f"[cluster] skipped {len(src.rejected)} bad items (rejected.csv)")
     cat = src.catalog.iloc[rows].reset_index(drop=True)
     labels = cat["label"].to_numpy() if "label" in cat.columns else None
-    clean = None
     if denoise and "noiseless" in getattr(src, "kinds", ()):
-        pick = np.sort(np.random.default_rng(seed).choice(len(rows), size=min(500, len(rows)), replace=False))
-        clean = (pick, clean_display(src, rows[pick]))
-    F, info = features(X, denoise=denoise, polar=polar, backbone=backbone, weights=weights, size=size,
-                       denoise_epochs=denoise_epochs, denoise_max_train=denoise_max_train, seed=seed, device=device,
-                       run_dir=run_dir, progress=progress, clean=None, radial=radial, layer=layer, pool=pool,
-                       log=log)
-    if clean is not None:
         from galmo.stages import psnr
 
-        pick, ref = clean
-        den = info["denoiser"].transform(X[pick])
-        info["psnr_noisy"], info["psnr_denoised"] = psnr(X[pick], ref, 1.0), psnr(den, ref, 1.0)
+        pick = np.sort(np.random.default_rng(seed).choice(len(rows), size=min(500, len(rows)), replace=False))
+        ref, Xp = clean_display(src, rows[pick]), src.read(rows[pick])
+        den = info["denoiser"].transform(Xp)
+        info["psnr_noisy"], info["psnr_denoised"] = psnr(Xp, ref, 1.0), psnr(den, ref, 1.0)
         info["psnr_gain"] = info["psnr_denoised"] - info["psnr_noisy"]
         log(f"[cluster] denoiser: PSNR {info['psnr_noisy']:.2f} → {info['psnr_denoised']:.2f} dB "
             f"({info['psnr_gain']:+.2f} dB against the noiseless images, {len(pick)} galaxies)")
@@ -330,7 +377,6 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
         conf_df.insert(2, "purity", table.max(1) / np.maximum(table.sum(1), 1))
         write_catalog(conf_df, run_dir / "cluster_confusion.csv", require_id=False)
     montage_paths = []
-    show = info.get("images_display", None)  # noqa: F841 - montages show the input images
     for g in list(np.unique(groups[groups >= 0])) + [-1]:
         pos = np.flatnonzero(groups == g)
         if not len(pos):
@@ -338,7 +384,8 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
         pick = np.sort(np.random.default_rng(seed).choice(pos, size=min(24, len(pos)), replace=False))
         name = "unclassified" if g < 0 else f"group_{g:02d}"
         titles = [str(cat["label_name"].iat[i])[:14] for i in pick] if "label_name" in cat.columns else None
-        montage_paths.append(plots.montage(list(X[pick]), fig_dir / f"cluster_{name}.png", titles=titles, ncols=8,
+        montage_paths.append(plots.montage(list(src.read(rows[pick])), fig_dir / f"cluster_{name}.png",
+                                           titles=titles, ncols=8,
                                            suptitle=f"{name} ({len(pos)} galaxies)", cell=0.9))
     # ---- morphology
     med = None
