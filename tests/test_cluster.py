@@ -199,6 +199,10 @@ def test_cli_cluster_euml_features_record_their_settings(tmp_path):
     mt = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert me["n"] == mt["n"] == 40 and 0 < me["fraction_classified"] <= 1 and 0 < mt["fraction_classified"] <= 1
     assert "log-polar unwrap" in (tmp_path / "t" / "report.html").read_text()
+    # without the unwrap the 64×252 texture input becomes the square of the same pixel count, as recorded
+    assert main(["cluster", "--data", str(data), "--k", "4", "--out", str(tmp_path / "n"), "--no-polar",
+                 "--morph-per-group", "0", "--quiet"]) == 0
+    assert json.loads((tmp_path / "n" / "config.json").read_text())["size"] == 127
 
 
 def test_cli_cluster_bad_input(tmp_path, capsys):

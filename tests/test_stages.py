@@ -156,6 +156,8 @@ def test_encoder_mid_level_mean_std_features_match_the_backbone_blocks():
         ref = torch.cat([h.mean((2, 3)), h.flatten(2).std(2, correction=0)], 1).numpy()
     assert np.allclose(f, ref, atol=1e-4)
     assert Encoder(size=64, pool="meanstd").fit().n_features_ == 2 * 1280
+    tiny = Encoder(size=16, layer=4, pool="meanstd").fit().transform(x)  # a 1×1 map: std 0, not NaN
+    assert np.isfinite(tiny).all() and np.all(tiny[:, 80:] == 0)
     with pytest.raises(GalmoError, match="layer 40 does not exist"):
         Encoder(layer=40).fit()
 
