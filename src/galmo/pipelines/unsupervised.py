@@ -122,48 +122,41 @@ def clean_display(src, pos: np.ndarray) -> np.ndarray | None:
     return np.moveaxis(rgb[..., ::-1], -1, 1).astype(np.float32)  # planes in band order (B, G, R)
 
 
+class _ArraySource:
+    """Images already in memory, with the batch-reading interface :func:`stream_features` uses."""
+
+    def __init__(self, X: np.ndarray):
+        self._X, self.path = X, None
+
+    def __len__(self):
+        return len(self._X)
+
+    def iter_batches(self, batch_size=256, kind="image", progress=False):
+        for s in range(0, len(self._X), batch_size):
+            yield np.arange(s, min(s + batch_size, len(self._X))), self._X[s:s + batch_size]
+
+
 def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone: str = "tf_efficientnet_lite0",
              weights: str | None = "offline", size=(64, 252), denoise_epochs: int = 4,
              denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
              progress: bool = False, clean: np.ndarray | None = None, radial: str = "log",
              layer: int | None = 4, pool: str = "meanstd", log=print) -> tuple[np.ndarray, dict]:
-    """Stages 1–3 on images ``X``: (features (N, D), info with timings, PSNR, stage objects)."""
-    from galmo.stages import Denoiser, Encoder, PolarUnwrap
+    """Stages 1–3 on images ``X`` held in memory (studies that reuse one image set): the same stages
+    as :func:`stream_features`. Returns (features (N, D), info with timings, stage objects and, with
+    ``clean`` — the noiseless images of the first ``len(clean)`` rows — the denoiser's PSNR)."""
+    _, F, info = stream_features(_ArraySource(np.asarray(X, dtype=np.float32)), denoise=denoise, polar=polar,
+                                 backbone=backbone, weights=weights, size=size, denoise_epochs=denoise_epochs,
+                                 denoise_max_train=denoise_max_train, seed=seed, device=device, run_dir=run_dir,
+                                 progress=progress, radial=radial, layer=layer, pool=pool)
+    if denoise and clean is not None:
+        from galmo.stages import psnr
 
-    info: dict = {"timings_s": {}}
-    Z = X
-    if denoise:
-        t = time.perf_counter()
-        rng = np.random.default_rng(seed)
-        sub = np.sort(rng.choice(len(X), size=min(denoise_max_train, len(X)), replace=False))
-        den = Denoiser(epochs=denoise_epochs, widths=(16, 32), seed=seed, device=device, progress=progress,
-                       run_dir=None if run_dir is None else Path(run_dir) / "denoiser").fit(X[sub])
-        Z = den.transform(X)
-        info["denoiser"] = den
-        info["timings_s"]["denoise"] = time.perf_counter() - t
-        if clean is not None:
-            from galmo.stages import psnr
-
-            m = len(clean)  # the clean images of the first m rows
-            info["psnr_noisy"] = psnr(X[:m], clean, 1.0)
-            info["psnr_denoised"] = psnr(Z[:m], clean, 1.0)
-            info["psnr_gain"] = info["psnr_denoised"] - info["psnr_noisy"]
-            log(f"[cluster] denoiser: PSNR {info['psnr_noisy']:.2f} → {info['psnr_denoised']:.2f} dB "
-                f"({info['psnr_gain']:+.2f} dB vs the noiseless images)")
-    if polar:
-        t = time.perf_counter()
-        pu = PolarUnwrap(radial=radial)
-        Z = pu.fit_transform(Z)
-        info["polar"] = pu
-        info["timings_s"]["polar"] = time.perf_counter() - t
-    size = encoder_size(size, polar)
-    t = time.perf_counter()
-    enc = Encoder(backbone=backbone, weights=weights, size=size, device=device, progress=progress, layer=layer,
-                  pool=pool).fit()
-    F = enc.transform(Z)
-    info["timings_s"]["encode"] = time.perf_counter() - t
-    info["encoder"] = enc
-    info["images"] = Z
+        m = len(clean)
+        info["psnr_noisy"] = psnr(X[:m], clean, 1.0)
+        info["psnr_denoised"] = psnr(info["denoiser"].transform(X[:m]), clean, 1.0)
+        info["psnr_gain"] = info["psnr_denoised"] - info["psnr_noisy"]
+        log(f"[cluster] denoiser: PSNR {info['psnr_noisy']:.2f} → {info['psnr_denoised']:.2f} dB "
+            f"({info['psnr_gain']:+.2f} dB vs the noiseless images)")
     return F, info
 
 
@@ -171,7 +164,7 @@ def stream_features(src, denoise: bool = False, polar: bool = True, backbone: st
                     weights: str | None = "offline", size=(64, 252), denoise_epochs: int = 4,
                     denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
                     progress: bool = False, radial: str = "log", layer: int | None = 4, pool: str = "meanstd",
-                    batch_size: int = 512, log=print) -> tuple[np.ndarray, np.ndarray, dict]:
+                    batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, dict]:
     """Stages 1–3 over a source batch by batch: (readable row positions, features (N, D), info).
 
     Only the features are kept, never the images, so memory grows with N × D (160 floats per galaxy
@@ -297,7 +290,7 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
     rows, F, info = stream_features(src, denoise=denoise, polar=polar, backbone=backbone, weights=weights,
                                     size=size, denoise_epochs=denoise_epochs, denoise_max_train=denoise_max_train,
                                     seed=seed, device=device, run_dir=run_dir, progress=progress, radial=radial,
-                                    layer=layer, pool=pool, log=log)
+                                    layer=layer, pool=pool)
     if len(rows) < max(ks):
         raise GalmoError(f"{len(rows)} readable galaxies: too few for K={max(ks)} groups", path=src.path)
     if getattr(src, "rejected", None):
