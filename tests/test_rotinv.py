@@ -96,6 +96,36 @@ def test_augment_is_seeded_batched_and_switchable():
     assert d.dtype == torch.float32 and torch.allclose(d, a, atol=1e-6)
 
 
+def test_augment_observing_conditions_blur_and_noise():
+    """The views of the invariant projection: a point source blurred by σ ≤ blur keeps its flux and
+    widens as a Gaussian of that σ would; the added noise is at most ``noise`` times each band's own."""
+    from galmo.stages import noise_sigma
+
+    x = torch.zeros(8, 2, 33, 33)
+    x[:, :, 16, 16] = 1.0
+    cfg = AugmentConfig.off()
+    cfg.blur = 1.5
+    y = augment(x, torch.Generator().manual_seed(0), cfg)
+    assert torch.allclose(y.sum((2, 3)), torch.ones(8, 2), atol=1e-5)
+    yy = (torch.arange(33.0) - 16) ** 2
+    var = (y[:, 0] * (yy[:, None] + yy[None, :])).sum((1, 2)) / 2  # per-axis variance = σ² of the kernel
+    assert torch.all(var.sqrt() <= 1.5 + 1e-3) and var.sqrt().max() > 0.5 and torch.equal(y[:, 0], y[:, 1])
+    g = torch.Generator().manual_seed(1)
+    flat = 0.5 + 0.01 * torch.randn(64, 3, 32, 32, generator=g) * torch.tensor([1.0, 2.0, 4.0]).view(1, 3, 1, 1)
+    cfg = AugmentConfig.off()
+    cfg.noise = 1.0
+    z = augment(flat, torch.Generator().manual_seed(2), cfg)
+    before, after = noise_sigma(flat.numpy()), noise_sigma(z.numpy())
+    ratio = after / before
+    assert np.all(ratio >= 0.9) and np.all(ratio <= np.sqrt(2) * 1.1) and ratio.mean() > 1.05
+    # scaled to each band's own noise (one draw per image for all bands), not one level for all bands
+    assert abs(ratio[:, 0].mean() - ratio[:, 2].mean()) < 0.05 and np.corrcoef(ratio[:, 0], ratio[:, 2])[0, 1] > 0.7
+    obs = AugmentConfig.observing()
+    assert obs.blur > 0 and obs.noise > 0 and obs.rotate and obs.colour == 0
+    v1 = augment(flat, torch.Generator().manual_seed(3), obs)
+    assert torch.equal(v1, augment(flat, torch.Generator().manual_seed(3), obs))
+
+
 def test_simple_cnn_features():
     m = create("simple_cnn", in_chans=3, num_outputs=7, width=8).eval()
     x = _images(n=2, size=32)

@@ -3,7 +3,11 @@
 Per image: a uniform random rotation (0–360°), a random translation (± ``translate`` pixels), a
 log-uniform zoom in [1/zoom, zoom], a horizontal flip with probability 1/2 (together one affine
 ``grid_sample`` per batch, reflection padding) and a brightness / colour perturbation: the whole image
-is multiplied by exp(N(0, brightness)) and each band by exp(N(0, colour)). All random numbers come
+is multiplied by exp(N(0, brightness)) and each band by exp(N(0, colour)). Optionally (off for
+training by default) the observing conditions change too: a Gaussian blur of σ uniform in [0, ``blur``]
+px (a worse PSF) and extra Gaussian noise of σ uniform in [0, ``noise``] times each band's own noise
+level, measured on the input (as :func:`galmo.stages.noise_sigma` does) before the resampling and the
+blur have smoothed it, since a worse seeing does not lower the sky noise. All random numbers come
 from the ``torch.Generator`` passed in (the one :func:`galmo.train.fit` derives from (seed, epoch,
 step)), so an augmented run is exactly reproducible and exactly resumable.
 """
@@ -25,6 +29,8 @@ class AugmentConfig:
     flip: bool = True            # horizontal flip with probability 1/2
     brightness: float = 0.1      # sigma of the log of a global gain
     colour: float = 0.05         # sigma of the log of a per-band gain
+    blur: float = 0.0            # max sigma (px) of an extra Gaussian blur, uniform in [0, blur]
+    noise: float = 0.0           # max extra noise, in units of each band's own noise sigma
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -32,6 +38,13 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> "AugmentConfig":
         return cls(rotate=False, translate=0.0, zoom=1.0, flip=False, brightness=0.0, colour=0.0)
+
+    @classmethod
+    def observing(cls) -> "AugmentConfig":
+        """What changes between two observations of one galaxy (orientation, centring, apparent size,
+        seeing, depth, calibration) and nothing of its morphology: the views from which
+        :class:`galmo.stages.InvariantProjection` learns which feature directions are nuisance."""
+        return cls(rotate=True, translate=1.5, zoom=1.25, flip=True, brightness=0.1, colour=0.0, blur=1.0, noise=1.0)
 
 
 def random_affine(n: int, h: int, w: int, generator: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
@@ -52,6 +65,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, cfg: AugmentConfig | No
     """Augment a (N, C, H, W) float batch (any device); the random numbers are drawn on the CPU."""
     cfg = cfg or AugmentConfig()
     n, c, h, w = x.shape
+    sigma = _noise_sigma(x) if cfg.noise else None  # the observation's own noise, before any resampling or blur
     geometric = cfg.rotate or cfg.translate or (cfg.zoom and cfg.zoom > 1) or cfg.flip
     if geometric:  # in fp32 even inside autocast: a bf16 sampling grid is off by up to ~1/4 px at 64 px
         with torch.autocast(x.device.type, enabled=False):
@@ -63,4 +77,30 @@ def augment(x: torch.Tensor, generator: torch.Generator, cfg: AugmentConfig | No
         g = torch.randn(n, 1 + c, generator=generator)
         gain = torch.exp(g[:, :1] * cfg.brightness + g[:, 1:] * cfg.colour).to(device=x.device, dtype=x.dtype)
         x = x * gain[:, :, None, None]
+    if cfg.blur:
+        x = _blur(x, torch.rand(n, generator=generator) * cfg.blur)
+    if cfg.noise:
+        sigma = sigma * (torch.rand(n, 1, generator=generator) * cfg.noise).to(x.device)
+        x = x + torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype) * sigma[:, :, None, None]
     return x
+
+
+def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur, σ (N,) px per image (σ below 0.05 px leaves an image as it is)."""
+    n, c, h, w = x.shape
+    r = max(1, int(math.ceil(3 * float(sigma.max()))))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t[None, :] / sigma.clamp(min=0.05)[:, None]) ** 2)
+    k = torch.where(sigma[:, None] < 0.05, (t[None, :] == 0).float(), k)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0).to(device=x.device, dtype=x.dtype)  # (N·C, 2r+1)
+    y = F.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, k[:, None, None, :], groups=n * c)
+    y = F.conv2d(y, k[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def _noise_sigma(x: torch.Tensor) -> torch.Tensor:
+    """(N, C) noise σ: MAD of horizontal pixel differences / √2 (:func:`galmo.stages.noise_sigma`)."""
+    d = (x[..., 1:] - x[..., :-1]).flatten(2).float()
+    mad = (d - d.median(-1, keepdim=True).values).abs().median(-1).values
+    return (1.4826 / math.sqrt(2.0)) * mad
