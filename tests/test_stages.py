@@ -203,3 +203,73 @@ def test_graph_embedding_makes_non_convex_groups_agree():
     # a refit forgets the first data: its fitted galaxies map onto the new embedding exactly
     ge.fit(X[::-1] * 2.0)
     np.testing.assert_allclose(ge.transform(X[::-1] * 2.0), ge.fit_transform(X[::-1] * 2.0), atol=1e-6)
+
+
+def test_invariant_projection_keeps_what_galaxies_share_across_views():
+    """Two classes differ along 2 of 12 feature directions; 6 others share two strong factors that
+    change in every observation of the same galaxy (nuisance: think seeing and depth). Standardised
+    PCA's leading components follow the nuisance; the invariant projection's follow the classes."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.model_selection import cross_val_score
+
+    from galmo.stages import InvariantProjection
+
+    rng = np.random.default_rng(0)
+    n, d = 400, 12
+    y = rng.integers(0, 2, n)
+    base = rng.normal(0, 0.3, (n, d))
+    base[:, :2] += np.where(y[:, None] == 1, 1.0, -1.0)
+
+    load = rng.normal(0, 1, (2, 6))
+
+    def observe():
+        x = base.copy()
+        x[:, 2:8] += rng.normal(0, 3.0, (n, 2)) @ load  # nuisance: new in every view
+        return x
+
+    X, views = observe(), np.stack([observe() for _ in range(3)])
+    ip = InvariantProjection(n_components=2, reg=1e-3).fit(X, views=views)
+    P = ip.transform(X)
+    assert P.shape == (n, 2) and P.dtype == np.float32 and ip.n_views_ == 3
+    assert np.all(np.diff(ip.ratio_) <= 0) and ip.ratio_[0] > 10
+    knn = KNeighborsClassifier(5)
+    inv_acc = cross_val_score(knn, P, y, cv=5).mean()
+    pca_acc = cross_val_score(knn, AutoPCA(min_components=2, max_components=2, standardize=True).fit_transform(X),
+                              y, cv=5).mean()
+    assert inv_acc > 0.98 and pca_acc < 0.75
+    # the same galaxy seen again lands close to where it was, relative to the spread between galaxies
+    spread = np.linalg.norm(P - P.mean(0), axis=1).mean()
+    assert np.linalg.norm(ip.transform(observe()) - P, axis=1).mean() < 0.2 * spread
+    with pytest.raises(GalmoError, match="needs views"):
+        InvariantProjection().fit(X)
+    with pytest.raises(GalmoError, match=r"views \(M, N, D\)"):
+        InvariantProjection().fit(X, views=views[:, :10])
+    with pytest.raises(GalmoError, match="fitted on 12-d"):
+        ip.transform(X[:, :5])
+
+
+def test_invariant_features_step_in_a_pipeline_is_reproducible():
+    from sklearn.pipeline import Pipeline
+
+    from galmo.stages import InvariantFeatures
+
+    _, x = _galaxies(12, size=32)
+    feat = Pipeline([("polar", PolarUnwrap(radial="log")), ("encode", Encoder(size=(32, 64), layer=(3, 4),
+                                                                              pool="meanstd", device="cpu"))])
+    a = InvariantFeatures(feat, views=2, n_components=5, random_state=0).fit(x)
+    b = InvariantFeatures(feat, views=2, n_components=5, random_state=0).fit(x)
+    c = InvariantFeatures(feat, views=2, n_components=5, random_state=1).fit(x)
+    assert a.transform(x).shape == (12, 5)
+    assert np.array_equal(a.transform(x), b.transform(x))
+    assert not np.allclose(a.transform(x), c.transform(x))  # other views, another projection
+    assert a.projection_.n_views_ == 2 and a.featurizer_.named_steps["encode"].n_features_ == 2 * (40 + 80)
+
+
+def test_encoder_several_layers_are_the_single_layers_side_by_side():
+    _, x = _galaxies(3, size=32)
+    both = Encoder(size=(32, 64), layer=(3, 4), pool="meanstd").fit()
+    f = both.transform(x)
+    f3 = Encoder(size=(32, 64), layer=3, pool="meanstd").fit().transform(x)
+    f4 = Encoder(size=(32, 64), layer=4, pool="meanstd").fit().transform(x)
+    assert both.n_features_ == f.shape[1] == 2 * 40 + 2 * 80
+    np.testing.assert_allclose(f, np.concatenate([f3, f4], 1), atol=1e-5)

@@ -134,10 +134,11 @@ def to_rgb(x, bands=None):
     return x[:, [c - 1, c // 2, 0]]
 
 
-def intermediate(model, x, layer: int):
+def intermediate(model, x, layer):
     """Feature map (N, C, h, w) after block ``layer`` of a timm model, through timm's
     ``forward_intermediates`` (index 0 is the stem; for EfficientNet/MobileNet families every block
-    counts, for the others the model's feature stages). The network stops there."""
+    counts, for the others the model's feature stages). The network stops there. ``layer`` a
+    sequence of blocks: the list of their maps, from one forward pass."""
     import inspect
 
     from galmo.errors import GalmoError
@@ -146,13 +147,16 @@ def intermediate(model, x, layer: int):
     if fi is None:
         raise GalmoError(f"{type(model).__name__} gives no intermediate features in this timm version; "
                          "use the final features (layer: final)")
-    kw = {"indices": [int(layer)], "intermediates_only": True, "stop_early": True}
+    many = not np.isscalar(layer)
+    kw = {"indices": [int(v) for v in layer] if many else [int(layer)], "intermediates_only": True,
+          "stop_early": True}
     if "extra_blocks" in inspect.signature(fi).parameters:
         kw["extra_blocks"] = True
     try:
-        return fi(x, **kw)[0]
+        maps = fi(x, **kw)
     except (AssertionError, IndexError) as e:
         raise GalmoError(f"layer {layer} does not exist in {type(model).__name__} ({e or 'out of range'})") from None
+    return list(maps) if many else maps[0]
 
 
 def pool_features(fm, pool: str = "avg"):
@@ -174,7 +178,8 @@ def encode(model, images, size=None, batch_size: int = 128, device="cpu", progre
     Batched under ``torch.inference_mode``, channels-last, each batch resized once to ``size`` (an int
     for a square, or (height, width); default: the backbone's native input size) and normalised with
     its mean/std. ``layer``: None for the backbone's final pooled features (``pool="avg"``) or its last
-    feature map pooled with ``pool``; an int for the map after that block (:func:`intermediate`).
+    feature map pooled with ``pool``; an int for the map after that block (:func:`intermediate`); a
+    sequence of ints for several maps, each pooled, side by side.
     """
     import torch
     import torch.nn.functional as F
@@ -206,6 +211,6 @@ def encode(model, images, size=None, batch_size: int = 128, device="cpu", progre
                 f = model(x)
             else:
                 fm = model.forward_features(x) if layer is None else intermediate(model, x, layer)
-                f = pool_features(fm.float(), pool)
+                f = torch.cat([pool_features(m.float(), pool) for m in (fm if isinstance(fm, list) else [fm])], 1)
             out.append(f.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.num_features), np.float32)

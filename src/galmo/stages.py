@@ -331,6 +331,120 @@ class AutoPCA(TransformerMixin, BaseEstimator):
         return P.astype(np.float32)
 
 
+# ----------------------------------------------------------------------------------- invariant projection
+class InvariantProjection(TransformerMixin, BaseEstimator):
+    """Linear reduction that keeps the feature directions along which *galaxies* differ and drops
+    those along which *observations of one galaxy* differ.
+
+    ``fit(X, views=V)``: ``X`` (N, D) features of N galaxies, ``V`` (M, N, D) features of M augmented
+    copies of the same galaxies (:meth:`galmo.augment.AugmentConfig.observing`: rotation, shift, zoom,
+    seeing, depth, gain). With every feature standardised, S_b is the covariance of the per-galaxy
+    means and S_w the pooled covariance of each copy about its galaxy's mean; the components are the
+    leading generalised eigenvectors of S_b v = λ (S_w + ``reg``·I) v (scipy ``eigh``) — linear
+    discriminant analysis with each galaxy as its own class, or the linear form of learning from
+    augmented views. They are scaled so that a component's nuisance variance is 1 and its variance
+    between galaxies is λ, so a component matters in proportion to its signal-to-nuisance ratio
+    (``ratio_``). PCA ranks directions by variance, which the nuisances (noise, size, brightness)
+    share with morphology; this ranks them by how reproducible they are.
+    """
+
+    def __init__(self, n_components: int = 40, reg: float = 0.1, standardize: bool = True):
+        self.n_components = n_components
+        self.reg = reg
+        self.standardize = standardize
+
+    def fit(self, X, y=None, views=None):
+        from scipy.linalg import eigh
+
+        X = np.asarray(X, dtype=np.float64)
+        if views is None:
+            raise GalmoError("InvariantProjection.fit needs views=: features of augmented copies of the galaxies, "
+                             "shaped (M, N, D)")
+        V = np.asarray(views, dtype=np.float64)
+        if V.ndim == 2:
+            V = V[None]
+        if X.ndim != 2 or V.ndim != 3 or V.shape[1:] != X.shape or len(X) < 3:
+            raise GalmoError(f"InvariantProjection needs features (N ≥ 3, D) and views (M, N, D), "
+                             f"got {X.shape} and {V.shape}")
+        if not (np.isfinite(X).all() and np.isfinite(V).all()):
+            raise GalmoError("InvariantProjection: features or views are not finite")
+        A = np.concatenate([X[None], V])  # (M + 1, N, D)
+        flat = A.reshape(-1, X.shape[1])
+        self.mean_ = flat.mean(0)
+        self.scale_ = flat.std(0) if self.standardize else np.ones(X.shape[1])
+        self.scale_[self.scale_ == 0] = 1.0
+        Z = (A - self.mean_) / self.scale_
+        mu = Z.mean(0)
+        dev = (Z - mu[None]).reshape(-1, X.shape[1])
+        s_w = dev.T @ dev / len(dev)
+        s_b = np.cov(mu.T)
+        lam, vec = eigh(s_b, s_w + self.reg * np.eye(len(s_w)))
+        order = np.argsort(lam)[::-1][:max(1, min(int(self.n_components), X.shape[1]))]
+        self.components_ = vec[:, order].T  # (d, D); v' (S_w + reg I) v = 1
+        self.ratio_ = lam[order]
+        self.n_components_ = len(order)
+        self.n_views_ = V.shape[0]
+        return self
+
+    def fit_transform(self, X, y=None, views=None):
+        return self.fit(X, views=views).transform(X)
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.mean_):
+            raise GalmoError(f"InvariantProjection was fitted on {len(self.mean_)}-d features, got shape {X.shape}")
+        return (((X - self.mean_) / self.scale_) @ self.components_.T).astype(np.float32)
+
+
+def augmented_features(X: np.ndarray, featurize, views: int, generator) -> np.ndarray:
+    """(views, N, D): ``featurize`` (images → features) of ``views`` copies of images ``X`` (N, C, H, W)
+    in [0, 1], each augmented by :meth:`galmo.augment.AugmentConfig.observing` with the torch
+    ``generator``."""
+    import torch
+
+    from galmo.augment import AugmentConfig, augment
+
+    base = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    return np.stack([np.asarray(featurize(augment(base, generator, AugmentConfig.observing()).clamp(0, 1).numpy()))
+                     for _ in range(int(views))])
+
+
+class InvariantFeatures(TransformerMixin, BaseEstimator):
+    """Images → invariant coordinates, as one Pipeline step: ``featurizer`` (the stages that turn
+    images into features, e.g. ``Pipeline([PolarUnwrap, Encoder])``), then an
+    :class:`InvariantProjection` fitted on the features of ``views`` augmented copies of up to
+    ``max_fit`` of the images (a seeded random subsample)."""
+
+    def __init__(self, featurizer, views: int = 8, max_fit: int = 3000, n_components: int = 40, reg: float = 0.1,
+                 random_state: int = 0):
+        self.featurizer = featurizer
+        self.views = views
+        self.max_fit = max_fit
+        self.n_components = n_components
+        self.reg = reg
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        import torch
+        from sklearn.base import clone
+
+        X = _check_images(X, "InvariantFeatures")
+        if self.views < 1:
+            raise GalmoError(f"InvariantFeatures needs at least 1 view per galaxy, got {self.views}")
+        pick = np.arange(len(X))
+        if len(X) > self.max_fit:
+            pick = np.sort(np.random.default_rng(self.random_state).choice(len(X), self.max_fit, replace=False))
+        self.featurizer_ = clone(self.featurizer).fit(X[pick])
+        gen = torch.Generator().manual_seed(int(self.random_state))
+        V = augmented_features(X[pick], self.featurizer_.transform, self.views, gen)
+        self.projection_ = InvariantProjection(n_components=self.n_components, reg=self.reg).fit(
+            self.featurizer_.transform(X[pick]), views=V)
+        return self
+
+    def transform(self, X):
+        return self.projection_.transform(self.featurizer_.transform(_check_images(X, "InvariantFeatures")))
+
+
 # ----------------------------------------------------------------------------------- graph embedding
 class GraphEmbedding(TransformerMixin, BaseEstimator):
     """Laplacian-eigenmap (spectral) embedding of the k-nearest-neighbour graph of the features,
