@@ -114,7 +114,7 @@ def test_cli_cluster_end_to_end(tmp_path):
     assert rc == 0
     cat = pd.read_parquet(out / "cluster_catalog.parquet")
     assert len(cat) == 48 and {"id", "group", "agreement", "label_kmeans", "label_agglomerative",
-                               "label_birch", "group_k6", "pca_1"} <= set(cat.columns)
+                               "label_birch", "group_k6", "inv_1"} <= set(cat.columns)
     m = json.loads((out / "metrics.json").read_text())
     frac = float((cat["group"] >= 0).mean())
     assert m["fraction_classified"] == pytest.approx(frac)
@@ -122,7 +122,10 @@ def test_cli_cluster_end_to_end(tmp_path):
     assert ((cat["agreement"] >= 2) == (cat["group"] >= 0)).all()
     ok = cat["group"] >= 0
     assert m["purity"] == pytest.approx(purity(cat["group"][ok], cat["label"][ok]))
-    assert "psnr_gain" in m and m["pca_components"] >= 2
+    assert "psnr_gain" in m and m["invariant_components"] == 60 and m["pca_components"] is None
+    assert m["stages"] == {"denoise": True, "polar": True, "invariant": True, "pca": False, "graph": True}
+    assert m["invariant_views"] == "16 views of 48 galaxies" and m["graph_fitted_on"] == 48
+    assert np.all(np.diff(m["invariant_ratio"]) <= 0)
     for f in ("report.html", "figures/cluster_map.png", "figures/cluster_confusion.png", "cluster_confusion.csv",
               "figures/cluster_gini_m20.png", "cluster_morphology.parquet", "config.json"):
         assert (out / f).exists(), f
@@ -139,7 +142,7 @@ def test_cli_cluster_graph_embedding(tmp_path):
 
     data = simulate(n=60, size=32, seed=1, out=tmp_path / "tiny.h5")
     out = tmp_path / "run"
-    assert main(["cluster", "--data", str(data), "--k", "5", "--out", str(out), "--size", "32", "--graph",
+    assert main(["cluster", "--data", str(data), "--k", "5", "--out", str(out), "--size", "32",
                  "--graph-components", "4", "--graph-neighbors", "8", "--morph-per-group", "0", "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
@@ -160,9 +163,20 @@ def test_streamed_features_equal_in_memory_features(tmp_path):
     for polar in (True, False):
         rows, F, info = stream_features(src, polar=polar, size=(32, 64), batch_size=7, device="cpu")
         ref, _ = features(X, polar=polar, size=(32, 64), device="cpu")
-        assert rows.tolist() == list(range(23)) and F.shape == ref.shape == (23, 160)
+        assert rows.tolist() == list(range(23)) and F.shape == ref.shape == (23, 2 * (24 + 40 + 80 + 112 + 192))
         assert np.allclose(F, ref, atol=1e-4)
         assert info["timings_s"]["encode"] > 0
+    # augmented views for the invariant projection: a seeded subsample, the same in memory and streamed
+    rows, F, info = stream_features(src, size=(32, 64), layer=4, batch_size=7, device="cpu", views=3, views_max_fit=12)
+    _, _, again = stream_features(src, size=(32, 64), layer=4, batch_size=7, device="cpu", views=3, views_max_fit=12)
+    _, ref = features(X, size=(32, 64), layer=4, device="cpu", views=3, views_max_fit=12)
+    idx = info["view_index"]
+    assert info["views"].shape == (3, len(idx), 160) and 3 <= len(idx) < 23 and np.all(np.diff(idx) > 0)
+    assert np.array_equal(info["views"], again["views"]) and np.array_equal(idx, again["view_index"])
+    assert np.array_equal(idx, ref["view_index"])
+    # a view is another observation of the same galaxy: nearer to it than to the other galaxies
+    d = np.linalg.norm(info["views"][0][:, None] - F[None], axis=2)
+    assert (d.argmin(1) == idx).mean() > 0.5
 
 
 def test_feature_presets_and_overrides():
@@ -171,12 +185,13 @@ def test_feature_presets_and_overrides():
 
     assert encoding_options("euml") == {"radial": "linear", "layer": None, "pool": "avg", "size": 160}
     tex = encoding_options()
-    assert tex["radial"] == "log" and tex["layer"] == 4 and tex["pool"] == "meanstd"
+    assert tex["radial"] == "log" and tex["layer"] == (2, 3, 4, 5, 6) and tex["pool"] == "meanstd"
+    assert encoding_options(layer="3, 4")["layer"] == (3, 4) and encoding_options(layer=[5])["layer"] == 5
     assert encoding_options("texture", size=[48], layer="final")["size"] == 48
     assert encoding_options("texture", size=[48], layer="final")["layer"] is None
     assert encoding_options("euml", size=[32, 120], radial="log", layer="3", pool="meanstd") == {
         "radial": "log", "layer": 3, "pool": "meanstd", "size": (32, 120)}
-    for bad in ({"features": "best"}, {"size": [1, 2, 3]}, {"layer": "deep"}):
+    for bad in ({"features": "best"}, {"size": [1, 2, 3]}, {"layer": "deep"}, {"layer": "3,x"}):
         with pytest.raises(GalmoError):
             encoding_options(**bad)
 
@@ -188,15 +203,17 @@ def test_cli_cluster_euml_features_record_their_settings(tmp_path):
     from galmo.simulate import simulate
 
     data = simulate(n=40, size=32, seed=2, out=tmp_path / "tiny.h5")
-    for name, feats in (("e", "euml"), ("t", "texture")):
-        assert main(["cluster", "--data", str(data), "--k", "4", "--out", str(tmp_path / name), "--features", feats,
+    for name, extra in (("e", ["--features", "euml", "--no-invariant", "--no-graph"]), ("t", ["--features", "texture"])):
+        assert main(["cluster", "--data", str(data), "--k", "4", "--out", str(tmp_path / name), *extra,
                      "--size", "32", "--morph-per-group", "0", "--quiet"]) == 0
     ce = json.loads((tmp_path / "e" / "config.json").read_text())
     ct = json.loads((tmp_path / "t" / "config.json").read_text())
     assert (ce["radial"], ce["layer"], ce["pool"]) == ("linear", None, "avg")
-    assert (ct["radial"], ct["layer"], ct["pool"]) == ("log", 4, "meanstd")
+    assert (ct["radial"], ct["layer"], ct["pool"]) == ("log", [2, 3, 4, 5, 6], "meanstd")
+    assert (ce["invariant"], ce["graph"], ct["invariant"], ct["graph"]) == (False, False, True, True)
     me = json.loads((tmp_path / "e" / "metrics.json").read_text())
     mt = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert me["pca_components"] >= 2 and me["invariant_components"] is None and me["stages"]["pca"]
     assert me["n"] == mt["n"] == 40 and 0 < me["fraction_classified"] <= 1 and 0 < mt["fraction_classified"] <= 1
     assert "log-polar unwrap" in (tmp_path / "t" / "report.html").read_text()
     # without the unwrap the 64×252 texture input becomes the square of the same pixel count, as recorded

@@ -348,7 +348,7 @@ class InvariantProjection(TransformerMixin, BaseEstimator):
     share with morphology; this ranks them by how reproducible they are.
     """
 
-    def __init__(self, n_components: int = 40, reg: float = 0.1, standardize: bool = True):
+    def __init__(self, n_components: int = 60, reg: float = 0.1, standardize: bool = True):
         self.n_components = n_components
         self.reg = reg
         self.standardize = standardize
@@ -415,7 +415,7 @@ class InvariantFeatures(TransformerMixin, BaseEstimator):
     :class:`InvariantProjection` fitted on the features of ``views`` augmented copies of up to
     ``max_fit`` of the images (a seeded random subsample)."""
 
-    def __init__(self, featurizer, views: int = 8, max_fit: int = 3000, n_components: int = 40, reg: float = 0.1,
+    def __init__(self, featurizer, views: int = 16, max_fit: int = 3000, n_components: int = 60, reg: float = 0.1,
                  random_state: int = 0):
         self.featurizer = featurizer
         self.views = views

@@ -14,6 +14,7 @@ CLI: ``galmo cluster --data SOURCE --k 20 --out runs/NAME [--denoise --no-polar 
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -23,18 +24,19 @@ import pandas as pd
 from galmo.errors import GalmoError
 
 DEFAULTS = {"k": 20, "standardize": True, "pca_variance": 0.9, "denoise_epochs": 4,
-            "denoise_max_train": 3000,
-            "morph_per_group": 20}
+            "denoise_max_train": 3000, "morph_per_group": 20,
+            "views": 16, "views_max_fit": 3000, "invariant_components": 60, "invariant_reg": 0.1,
+            "graph": True, "graph_components": 10, "graph_neighbors": 15}
 
 
 # How the images become feature vectors. "euml": the paper's (linear polar unwrap, the backbone's final
-# average-pooled features); "texture": log-polar unwrap and the mean and standard deviation of a mid-level
-# feature map (index 4 of timm's forward_intermediates for EfficientNet-Lite0: after the 4th block stage,
-# 80 channels at stride 16), which keeps the arm-orientation statistics that separate
-# spiral classes (docs/unsupervised.md).
+# average-pooled features); "texture": log-polar unwrap and the mean and standard deviation of the
+# feature maps after block stages 2–6 of EfficientNet-Lite0 (indices of timm's forward_intermediates:
+# 24, 40, 80, 112 and 192 channels at strides 4–16, 896 numbers in all), which keep the arm-orientation
+# and clumpiness statistics that separate spiral and disturbed classes (docs/unsupervised.md).
 FEATURE_PRESETS = {
     "euml": {"radial": "linear", "layer": None, "pool": "avg", "size": 160},
-    "texture": {"radial": "log", "layer": 4, "pool": "meanstd", "size": (64, 252)},
+    "texture": {"radial": "log", "layer": (2, 3, 4, 5, 6), "pool": "meanstd", "size": (64, 252)},
 }
 DEFAULT_FEATURES = "texture"
 
@@ -55,12 +57,15 @@ def encoding_options(features: str = DEFAULT_FEATURES, size=None, radial=None, l
     if pool is not None:
         opts["pool"] = pool
     if layer is not None:
-        if str(layer).lower() == "final":
+        parts = [str(p).strip() for p in (layer.strip("()[] ").split(",") if isinstance(layer, str) else
+                                          ([layer] if np.isscalar(layer) else list(layer)))]
+        if len(parts) == 1 and str(parts[0]).lower() == "final":
             opts["layer"] = None
-        elif str(layer).isdigit():
-            opts["layer"] = int(layer)
+        elif parts and all(str(p).isdigit() for p in parts):
+            opts["layer"] = int(parts[0]) if len(parts) == 1 else tuple(int(p) for p in parts)
         else:
-            raise GalmoError(f"--layer must be a block number or 'final', got {layer!r}")
+            raise GalmoError(f"--layer must be a block number, several separated by commas (3,4,5) or 'final', "
+                             f"got {layer!r}")
     return opts
 
 
@@ -78,26 +83,39 @@ def make_pipeline(k=20, denoise: bool = True, polar: bool = True, pca: bool = Tr
                   backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size=(64, 252),
                   min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
                   pca_variance: float = 0.9, whiten: bool = False, standardize: bool = True, denoise_epochs: int = 4,
-                  graph: bool = False, graph_components: int = 10, graph_neighbors: int = 10,
-                  radial: str = "log", layer: int | None = 4, pool: str = "meanstd",
+                  graph: bool = DEFAULTS["graph"], graph_components: int = DEFAULTS["graph_components"],
+                  graph_neighbors: int = DEFAULTS["graph_neighbors"],
+                  radial: str = "log", layer=FEATURE_PRESETS["texture"]["layer"], pool: str = "meanstd",
+                  invariant: bool = True,
+                  views: int = DEFAULTS["views"], views_max_fit: int = DEFAULTS["views_max_fit"],
+                  invariant_components: int = DEFAULTS["invariant_components"],
+                  invariant_reg: float = DEFAULTS["invariant_reg"],
                   seed: int = 0, device: str = "auto", run_dir=None, progress: bool = False):
     """The method as ``Pipeline([denoise, polar, encode, pca, graph, cluster])``; a disabled stage is
-    ``"passthrough"`` (``graph``, the spectral embedding, is off by default). The encoding defaults are
-    the "texture" preset; ``radial="linear", layer=None, pool="avg", size=160`` give the paper's."""
+    ``"passthrough"`` (``graph``, the spectral embedding, is off by default). With ``invariant`` (the
+    default) polar + encode are one ``invariant`` step that ends in the projection learnt from augmented
+    views (:class:`galmo.stages.InvariantFeatures`), in place of PCA. The encoding defaults are the
+    "texture" preset; ``radial="linear", layer=None, pool="avg", size=160, invariant=False`` give the paper's."""
     from sklearn.pipeline import Pipeline
 
     from galmo.cluster import VotingClustering
-    from galmo.stages import AutoPCA, Denoiser, Encoder, GraphEmbedding, PolarUnwrap
+    from galmo.stages import AutoPCA, Denoiser, Encoder, GraphEmbedding, InvariantFeatures, PolarUnwrap
 
+    featurizer = [("polar", PolarUnwrap(radial=radial) if polar else "passthrough"),
+                  ("encode", Encoder(backbone=backbone, weights=weights, size=encoder_size(size, polar), device=device,
+                                     progress=progress, layer=layer, pool=pool))]
+    if invariant:
+        reduce = [("invariant", InvariantFeatures(Pipeline(featurizer), views=views, max_fit=views_max_fit,
+                                                  n_components=invariant_components, reg=invariant_reg,
+                                                  random_state=seed))]
+    else:
+        reduce = featurizer + [("pca", AutoPCA(variance=pca_variance, standardize=standardize, whiten=whiten,
+                                               random_state=seed) if pca else "passthrough")]
     return Pipeline([
         ("denoise", Denoiser(epochs=denoise_epochs, widths=(16, 32), seed=seed, device=device,
                              run_dir=None if run_dir is None else Path(run_dir) / "denoiser", progress=progress)
          if denoise else "passthrough"),
-        ("polar", PolarUnwrap(radial=radial) if polar else "passthrough"),
-        ("encode", Encoder(backbone=backbone, weights=weights, size=encoder_size(size, polar), device=device,
-                           progress=progress, layer=layer, pool=pool)),
-        ("pca", AutoPCA(variance=pca_variance, standardize=standardize, whiten=whiten, random_state=seed)
-         if pca else "passthrough"),
+        *reduce,
         ("graph", GraphEmbedding(n_components=graph_components, n_neighbors=graph_neighbors, random_state=seed)
          if graph else "passthrough"),
         ("cluster", VotingClustering(n_clusters=k, members=members, min_agree=min_agree, bagging=bagging,
@@ -140,14 +158,16 @@ def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone:
              weights: str | None = "offline", size=(64, 252), denoise_epochs: int = 4,
              denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
              progress: bool = False, clean: np.ndarray | None = None, radial: str = "log",
-             layer: int | None = 4, pool: str = "meanstd", log=print) -> tuple[np.ndarray, dict]:
+             layer=FEATURE_PRESETS["texture"]["layer"], pool: str = "meanstd", views: int = 0, views_max_fit: int = 3000,
+             log=print) -> tuple[np.ndarray, dict]:
     """Stages 1–3 on images ``X`` held in memory (studies that reuse one image set): the same stages
     as :func:`stream_features`. Returns (features (N, D), info with timings, stage objects and, with
     ``clean`` — the noiseless images of the first ``len(clean)`` rows — the denoiser's PSNR)."""
     _, F, info = stream_features(_ArraySource(np.asarray(X, dtype=np.float32)), denoise=denoise, polar=polar,
                                  backbone=backbone, weights=weights, size=size, denoise_epochs=denoise_epochs,
                                  denoise_max_train=denoise_max_train, seed=seed, device=device, run_dir=run_dir,
-                                 progress=progress, radial=radial, layer=layer, pool=pool)
+                                 progress=progress, radial=radial, layer=layer, pool=pool, views=views,
+                                 views_max_fit=views_max_fit)
     if denoise and clean is not None:
         from galmo.stages import psnr
 
@@ -163,13 +183,17 @@ def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone:
 def stream_features(src, denoise: bool = False, polar: bool = True, backbone: str = "tf_efficientnet_lite0",
                     weights: str | None = "offline", size=(64, 252), denoise_epochs: int = 4,
                     denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
-                    progress: bool = False, radial: str = "log", layer: int | None = 4, pool: str = "meanstd",
-                    batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, dict]:
+                    progress: bool = False, radial: str = "log", layer=FEATURE_PRESETS["texture"]["layer"], pool: str = "meanstd",
+                    batch_size: int = 512, views: int = 0, views_max_fit: int = 3000) -> tuple[np.ndarray, np.ndarray, dict]:
     """Stages 1–3 over a source batch by batch: (readable row positions, features (N, D), info).
 
-    Only the features are kept, never the images, so memory grows with N × D (160 floats per galaxy
+    Only the features are kept, never the images, so memory grows with N × D (464 floats per galaxy
     with the texture preset), not with N × C × H × W. The denoiser, when asked for, is first fitted on
     a random subsample of about ``denoise_max_train`` galaxies drawn during one extra pass.
+    ``views`` > 0: for a random subsample of about ``views_max_fit`` galaxies, also the features of
+    ``views`` augmented copies (:meth:`galmo.augment.AugmentConfig.observing`, after the denoiser and
+    before the unwrap), in ``info["views"]`` (views, n, D) with their rows of the features in
+    ``info["view_index"]`` — what :class:`galmo.stages.InvariantProjection` is fitted on.
     """
     from galmo.stages import Denoiser, Encoder, PolarUnwrap
 
@@ -192,7 +216,16 @@ def stream_features(src, denoise: bool = False, polar: bool = True, backbone: st
     pu = PolarUnwrap(radial=radial) if polar else None
     enc = Encoder(backbone=backbone, weights=weights, size=encoder_size(size, polar), device=device,
                   layer=layer, pool=pool).fit()
-    rows, feats = [], []
+    rows, feats, view_feats, view_index = [], [], [], []
+    if views:
+        import torch
+
+        from galmo.stages import augmented_features
+
+        view_rng = np.random.default_rng([seed, 1])
+        view_gen = torch.Generator().manual_seed(int(seed))
+        view_frac = min(1.0, views_max_fit / max(1, len(src)))
+        n_done = 0
     t = time.perf_counter()
     bar = None
     if progress:
@@ -207,8 +240,18 @@ def stream_features(src, denoise: bool = False, polar: bool = True, backbone: st
                 t = time.perf_counter()
                 Z = fn(Z)
                 info["timings_s"][stage] += time.perf_counter() - t
+            if stage == "denoise" and views:  # the augmented copies go through the rest of the stages
+                t = time.perf_counter()
+                pick = np.flatnonzero(view_rng.random(len(Z)) < view_frac)
+                if len(pick):
+                    view_index.append(n_done + pick)
+                    view_feats.append(augmented_features(
+                        Z[pick], lambda A: enc.transform(pu.transform(A) if pu is not None else A), views, view_gen))
+                info["timings_s"]["views"] = info["timings_s"].get("views", 0.0) + time.perf_counter() - t
         rows.append(np.asarray(pos))
         feats.append(np.asarray(Z, dtype=np.float32))
+        if views:
+            n_done += len(pos)
         if bar is not None:
             bar.update(len(pos))
         t = time.perf_counter()
@@ -217,6 +260,11 @@ def stream_features(src, denoise: bool = False, polar: bool = True, backbone: st
     if not rows:
         raise GalmoError("no readable images in the source", path=getattr(src, "path", None))
     info["encoder"], info["polar"] = enc, pu
+    if views:
+        if not view_index:  # only possible with a views_max_fit far below the source's size
+            raise GalmoError("no galaxies were drawn for the augmented views", path=getattr(src, "path", None))
+        info["views"] = np.concatenate(view_feats, axis=1)
+        info["view_index"] = np.concatenate(view_index)
     info["timings_s"] = {k: v for k, v in info["timings_s"].items() if v > 0 or k == "encode"}
     return np.concatenate(rows), np.concatenate(feats), info
 
@@ -225,20 +273,31 @@ def cluster_features(F: np.ndarray, k=20, pca: bool = True, pca_variance: float 
                      standardize: bool = True,
                      min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
                      graph: bool = False, graph_components: int = 10, graph_neighbors: int = 10,
+                     invariant: bool = False, views: np.ndarray | None = None, view_index: np.ndarray | None = None,
+                     invariant_components: int = 30, invariant_reg: float = 0.1,
                      seed: int = 0, progress: bool = False):
-    """Stages 4–5 (and the optional graph embedding): (VotingClustering, AutoPCA or None, PCA
-    coordinates (or the features without PCA), GraphEmbedding or None)."""
+    """Stages 4–5 (and the optional graph embedding): (VotingClustering, the reduction — an
+    InvariantProjection when ``invariant``, fitted on ``views`` of the galaxies ``F[view_index]``
+    (:func:`stream_features`), else an AutoPCA, or None —, its coordinates (or the features
+    without one), GraphEmbedding or None)."""
     from galmo.cluster import VotingClustering
-    from galmo.stages import AutoPCA, GraphEmbedding
+    from galmo.stages import AutoPCA, GraphEmbedding, InvariantProjection
 
-    ap = (AutoPCA(variance=pca_variance, standardize=standardize, whiten=whiten, random_state=seed).fit(F)
-          if pca else None)
-    P = ap.transform(F) if ap is not None else np.asarray(F, dtype=np.float32)
+    if invariant:
+        if views is None:
+            raise GalmoError("the invariant projection needs the features of augmented views (views=...)")
+        fit_on = F if view_index is None else F[np.asarray(view_index)]
+        red = InvariantProjection(n_components=invariant_components, reg=invariant_reg).fit(fit_on, views=views)
+    elif pca:
+        red = AutoPCA(variance=pca_variance, standardize=standardize, whiten=whiten, random_state=seed).fit(F)
+    else:
+        red = None
+    P = red.transform(F) if red is not None else np.asarray(F, dtype=np.float32)
     ge = GraphEmbedding(n_components=graph_components, n_neighbors=graph_neighbors, random_state=seed) if graph else None
     Q = ge.fit_transform(P) if ge is not None else P
     vc = VotingClustering(n_clusters=k, members=members, min_agree=min_agree, bagging=bagging,
                           random_state=seed, progress=progress).fit(Q)
-    return vc, ap, P, ge
+    return vc, red, P, ge
 
 
 def score(vc, labels: np.ndarray | None) -> dict:
@@ -263,9 +322,14 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
                 backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", size=(64, 252),
                 min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
                 pca_variance: float = 0.9, whiten: bool = False, standardize: bool = True, denoise_epochs: int = 4,
-                denoise_max_train: int = 3000, graph: bool = False, graph_components: int = 10,
-                graph_neighbors: int = 10, morphology: bool = True, morph_per_group: int = 20, seed: int = 0,
-                radial: str = "log", layer: int | None = 4, pool: str = "meanstd",
+                denoise_max_train: int = 3000, graph: bool = DEFAULTS["graph"],
+                graph_components: int = DEFAULTS["graph_components"], graph_neighbors: int = DEFAULTS["graph_neighbors"],
+                morphology: bool = True, morph_per_group: int = 20, seed: int = 0,
+                radial: str = "log", layer=FEATURE_PRESETS["texture"]["layer"], pool: str = "meanstd",
+                invariant: bool = True,
+                views: int = DEFAULTS["views"], views_max_fit: int = DEFAULTS["views_max_fit"],
+                invariant_components: int = DEFAULTS["invariant_components"],
+                invariant_reg: float = DEFAULTS["invariant_reg"],
                 device: str = "auto", progress: bool = True, report: bool = True, log=print) -> dict:
     """Run the whole method on ``src`` and write the run folder (see the module docstring)."""
     from galmo import plots
@@ -284,13 +348,18 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
               "min_agree": min_agree, "members": list(members), "bagging": bagging, "pca_variance": pca_variance,
               "whiten": whiten, "standardize": standardize, "denoise_epochs": denoise_epochs, "graph": graph,
               "graph_components": graph_components, "graph_neighbors": graph_neighbors, "seed": seed,
-              "radial": radial, "layer": layer, "pool": pool}
+              "radial": radial, "layer": layer, "pool": pool, "invariant": invariant,
+              "views": views if invariant else 0, "views_max_fit": views_max_fit,
+              "invariant_components": invariant_components, "invariant_reg": invariant_reg}
+    if invariant and views < 1:
+        raise GalmoError(f"the invariant projection needs at least 1 augmented view per galaxy, got {views}")
     write_json(run_dir / "config.json", config)
     t0 = time.perf_counter()
     rows, F, info = stream_features(src, denoise=denoise, polar=polar, backbone=backbone, weights=weights,
                                     size=size, denoise_epochs=denoise_epochs, denoise_max_train=denoise_max_train,
                                     seed=seed, device=device, run_dir=run_dir, progress=progress, radial=radial,
-                                    layer=layer, pool=pool)
+                                    layer=layer, pool=pool, views=views if invariant else 0,
+                                    views_max_fit=views_max_fit)
     if len(rows) < max(ks):
         raise GalmoError(f"{len(rows)} readable galaxies: too few for K={max(ks)} groups", path=src.path)
     if getattr(src, "rejected", None):
@@ -314,6 +383,8 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
     vc, ap, P, ge = cluster_features(F, k=ks, pca=pca, pca_variance=pca_variance, whiten=whiten,
                                      standardize=standardize, min_agree=min_agree, members=members, bagging=bagging,
                                      graph=graph, graph_components=graph_components, graph_neighbors=graph_neighbors,
+                                     invariant=invariant, views=info.get("views"), view_index=info.get("view_index"),
+                                     invariant_components=invariant_components, invariant_reg=invariant_reg,
                                      seed=seed, progress=progress)
     info["timings_s"]["cluster"] = time.perf_counter() - t
     per_k = score(vc, labels)
@@ -325,7 +396,7 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
     for kk in ks[1:]:
         out[f"group_k{kk}"] = vc.per_k_[kk]["labels"]
     coords = P if ap is not None else _pca2(P, seed)
-    prefix = "pca" if ap is not None else "pc2d"
+    prefix = "pc2d" if ap is None else ("inv" if invariant else "pca")
     for i in range(coords.shape[1]):
         out[f"{prefix}_{i + 1}"] = coords[:, i].astype(np.float32)
     for col in ("label", "label_name"):
@@ -337,9 +408,13 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
     metrics = {"n": int(len(rows)), "k": k0, "members": vc.member_names_,
                "min_agree": vc.min_agree or vc.n_members_, **per_k[k0],
                "fraction_classified_by_k": {str(kk): per_k[kk]["fraction_classified"] for kk in ks},
-               "pca_components": int(ap.n_components_) if ap is not None else None,
-               "pca_variance_kept": float(ap.explained_variance_kept_) if ap is not None else None,
-               "stages": {"denoise": denoise, "polar": polar, "pca": pca, "graph": graph},
+               "pca_components": int(ap.n_components_) if ap is not None and not invariant else None,
+               "pca_variance_kept": float(ap.explained_variance_kept_) if ap is not None and not invariant else None,
+               "invariant_components": int(ap.n_components_) if invariant else None,
+               "invariant_views": f"{views} views of {len(info['view_index'])} galaxies" if invariant else None,
+               "invariant_ratio": [round(float(v), 3) for v in ap.ratio_] if invariant else None,
+               "stages": {"denoise": denoise, "polar": polar, "invariant": invariant, "pca": pca and not invariant,
+                          "graph": graph},
                "graph_fitted_on": int(ge.n_fit_) if ge is not None else None,
                "by_k": {str(kk): v for kk, v in per_k.items()}}
     for key in ("psnr_noisy", "psnr_denoised", "psnr_gain"):
@@ -354,7 +429,8 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
     figures.append(plots.scatter_labels(xy, groups, fig_dir / "cluster_map.png",
                                         title=f"K={k0} groups (-1 = unclassified)", xlabel=f"{prefix} 1",
                                         ylabel=f"{prefix} 2"))
-    captions.append("galaxies on the first two principal components, coloured by group (-1: members disagree)")
+    captions.append(f"galaxies on the first two {'invariant' if invariant else 'principal'} components, coloured by "
+                    "group (-1: members disagree)")
     conf_df = None
     if labels is not None and (labels >= 0).any():
         table, gu, cu = contingency(groups, labels)
@@ -425,7 +501,8 @@ def _report_body(metrics: dict, per_k: dict, conf_df, med, cat_path, config) -> 
 
     stages = ", ".join(f"{s} {'on' if v else 'off'}" for s, v in metrics["stages"].items())
     head = {k: metrics[k] for k in ("n", "k", "min_agree", "fraction_classified", "n_classified", "purity", "nmi",
-                                     "ari", "pca_components", "pca_variance_kept", "psnr_noisy", "psnr_denoised",
+                                     "ari", "invariant_components", "invariant_views", "pca_components",
+                                     "pca_variance_kept", "psnr_noisy", "psnr_denoised",
                                      "psnr_gain") if k in metrics and metrics[k] is not None}
     enc = (f"{'log' if config.get('radial') == 'log' else 'linear'}-polar unwrap, " if config.get("polar") else "")
     layer = "final features" if config.get("layer") is None else f"intermediate feature map {config['layer']}"
@@ -497,12 +574,25 @@ def register(sub) -> None:
                    help="run eUML's autoencoder denoiser first (off by default: on the sims it lowers purity, "
                         "see docs/unsupervised.md)")
     p.add_argument("--no-polar", action="store_true", help="skip the adaptive polar unwrap")
-    p.add_argument("--no-pca", action="store_true", help="cluster the encoder features without PCA")
-    p.add_argument("--graph", action="store_true",
-                   help="cluster a spectral embedding of the k-NN graph instead of the PCA coordinates: the "
-                        "members agree on about twice as many galaxies, at a lower purity (docs/unsupervised.md)")
-    p.add_argument("--graph-components", type=int, default=10, help="dimensions of the graph embedding")
-    p.add_argument("--graph-neighbors", type=int, default=10, help="neighbours per galaxy in the graph")
+    p.add_argument("--no-invariant", action="store_true",
+                   help="reduce the features by PCA (eUML) instead of the invariant projection learnt from "
+                        "augmented views of the galaxies (the default; docs/unsupervised.md)")
+    p.add_argument("--views", type=int, default=DEFAULTS["views"],
+                   help="augmented views per galaxy for the invariant projection")
+    p.add_argument("--views-max-fit", type=int, default=DEFAULTS["views_max_fit"],
+                   help="galaxies (a random subsample) whose views fit the invariant projection")
+    p.add_argument("--invariant-components", type=int, default=DEFAULTS["invariant_components"])
+    p.add_argument("--invariant-reg", type=float, default=DEFAULTS["invariant_reg"],
+                   help="ridge added to the nuisance covariance (standardised features)")
+    p.add_argument("--no-pca", action="store_true", help="with --no-invariant: cluster the encoder features "
+                   "without PCA")
+    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=DEFAULTS["graph"],
+                   help="cluster a spectral embedding of the k-NN graph of the reduced features (default; "
+                        "--no-graph: cluster those coordinates directly, as eUML does)")
+    p.add_argument("--graph-components", type=int, default=DEFAULTS["graph_components"],
+                   help="dimensions of the graph embedding")
+    p.add_argument("--graph-neighbors", type=int, default=DEFAULTS["graph_neighbors"],
+                   help="neighbours per galaxy in the graph")
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name (default offline "
                    "EfficientNet-Lite0; others need --weights)")
     p.add_argument("--weights", default="offline", help="'offline' (packaged), a .safetensors/state-dict file, "
@@ -516,8 +606,9 @@ def register(sub) -> None:
     p.add_argument("--radial", choices=["linear", "log"], default=None,
                    help="polar unwrap rows: one per pixel of radius (eUML) or log-spaced (spiral arms become "
                         "straight lines whose slope is the pitch angle)")
-    p.add_argument("--layer", default=None, help="index of the pooled feature map in timm's forward_intermediates (EfficientNet: 0 = stem, "
-                        "1–7 = block stages; texture preset: 4) or 'final' (eUML)")
+    p.add_argument("--layer", default=None, help="index of the pooled feature map in timm's forward_intermediates "
+                   "(EfficientNet: 0 = stem, 1–7 = block stages), several separated by commas, pooled side by side "
+                   "(texture preset: 3,4,5), or 'final' (eUML)")
     p.add_argument("--pool", choices=["avg", "meanstd"], default=None,
                    help="pooling of the feature map: average (eUML) or mean and standard deviation")
     p.add_argument("--min-agree", type=int, default=None, help="members that must agree (default: all)")
@@ -553,7 +644,10 @@ def cmd_cluster(args) -> int:
                           pca_variance=args.pca_variance, whiten=args.whiten,
                           standardize=not args.no_standardize, denoise_epochs=args.denoise_epochs,
                           graph=args.graph, graph_components=args.graph_components,
-                          graph_neighbors=args.graph_neighbors, morphology=args.morph_per_group > 0,
+                          graph_neighbors=args.graph_neighbors, invariant=not args.no_invariant,
+                          views=args.views, views_max_fit=args.views_max_fit,
+                          invariant_components=args.invariant_components, invariant_reg=args.invariant_reg,
+                          morphology=args.morph_per_group > 0,
                           morph_per_group=max(1, args.morph_per_group),
                           seed=args.seed, device=args.device, progress=not args.quiet)
     print(f"wrote {Path(args.out) / 'cluster_catalog.parquet'}, metrics.json and report.html in {args.out}")
