@@ -27,7 +27,6 @@ pos = np.arange(len(src)) if not n else np.sort(np.random.default_rng(0).choice(
 X = src.read(pos)
 y = src.catalog["label"].to_numpy()[pos]
 k = 20 if len(pos) >= 1000 else 10
-graph_kw = {"graph_components": DEFAULTS["graph_components"], "graph_neighbors": DEFAULTS["graph_neighbors"]}
 den = None
 for denoise in (False, True):
     for polar in (True, False):
@@ -47,7 +46,7 @@ for denoise in (False, True):
         for red, graph, min_agree in rows:
             vc, red_obj, _, _ = cluster_features(F, k=k, invariant=red == "invariant", pca=red == "pca",
                                                  views=info["views"], view_index=info["view_index"],
-                                                 min_agree=min_agree, graph=graph, seed=seed, **graph_kw)
+                                                 min_agree=min_agree, graph=graph, seed=seed)
             s = score(vc, y)[k]
             print(json.dumps({"n": len(pos), "k": k, "features": spec, "seed": seed, "denoise": denoise,
                               "polar": polar, "reduction": red, "graph": graph, "min_agree": min_agree or 3,

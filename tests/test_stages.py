@@ -237,6 +237,12 @@ def test_invariant_projection_keeps_what_galaxies_share_across_views():
     pca_acc = cross_val_score(knn, AutoPCA(min_components=2, max_components=2, standardize=True).fit_transform(X),
                               y, cv=5).mean()
     assert inv_acc > 0.98 and pca_acc < 0.75
+    np.testing.assert_allclose(P, ((X - ip.mean_) / ip.scale_) @ ip.components_.T, rtol=1e-4, atol=1e-4)
+    # N galaxies span at most N − 1 between-galaxy directions: no more components than that
+    few = InvariantProjection(n_components=60).fit(X[:8], views=views[:, :8])
+    assert few.n_components_ <= 7 and few.transform(X).shape == (n, few.n_components_)
+    with pytest.raises(GalmoError, match="reg > 0"):
+        InvariantProjection(reg=0).fit(X, views=views)
     # the same galaxy seen again lands close to where it was, relative to the spread between galaxies
     spread = np.linalg.norm(P - P.mean(0), axis=1).mean()
     assert np.linalg.norm(ip.transform(observe()) - P, axis=1).mean() < 0.2 * spread

@@ -6,7 +6,8 @@ log-uniform zoom in [1/zoom, zoom], a horizontal flip with probability 1/2 (toge
 is multiplied by exp(N(0, brightness)) and each band by exp(N(0, colour)). Optionally (off for
 training by default) the observing conditions change too: a Gaussian blur of σ uniform in [0, ``blur``]
 px (a worse PSF) and extra Gaussian noise of σ uniform in [0, ``noise``] times each band's own noise
-level, measured on the input (as :func:`galmo.stages.noise_sigma` does) before the resampling and the
+level, measured on the input (MAD of pixel differences, like :func:`galmo.stages.noise_sigma` but with
+torch's lower median) before the resampling and the
 blur have smoothed it, since a worse seeing does not lower the sky noise. All random numbers come
 from the ``torch.Generator`` passed in (the one :func:`galmo.train.fit` derives from (seed, epoch,
 step)), so an augmented run is exactly reproducible and exactly resumable.

@@ -228,7 +228,8 @@ class Encoder(TransformerMixin, BaseEstimator):
     ``weights``: "offline", a file (.safetensors or state dict), "hub" (online), or None (random —
     only for tests). ``size``: the input the images are resized to once per batch, an int (square)
     or (height, width) (default: the backbone's native size). ``layer``: None for the final features,
-    or the block whose feature map is pooled (:func:`galmo.backbones.intermediate`); ``pool``: "avg"
+    the block whose feature map is pooled (:func:`galmo.backbones.intermediate`), or a sequence of
+    blocks whose pooled maps are put side by side; ``pool``: "avg"
     or "meanstd" (:func:`galmo.backbones.pool_features`). Threads are set once
     (:func:`galmo.device.set_threads`).
     """
@@ -342,9 +343,9 @@ class InvariantProjection(TransformerMixin, BaseEstimator):
     means and S_w the pooled covariance of each copy about its galaxy's mean; the components are the
     leading generalised eigenvectors of S_b v = λ (S_w + ``reg``·I) v (scipy ``eigh``) — linear
     discriminant analysis with each galaxy as its own class, or the linear form of learning from
-    augmented views. They are scaled so that a component's nuisance variance is 1 and its variance
-    between galaxies is λ, so a component matters in proportion to its signal-to-nuisance ratio
-    (``ratio_``). PCA ranks directions by variance, which the nuisances (noise, size, brightness)
+    augmented views. They are scaled so that v'(S_w + reg·I)v = 1 and the variance between galaxies
+    is λ, so a component matters in proportion to its signal-to-nuisance ratio (``ratio_``). At most
+    N − 1 components are kept (S_b of N galaxies has no more), and none with λ ≈ 0. PCA ranks directions by variance, which the nuisances (noise, size, brightness)
     share with morphology; this ranks them by how reproducible they are.
     """
 
@@ -368,6 +369,9 @@ class InvariantProjection(TransformerMixin, BaseEstimator):
                              f"got {X.shape} and {V.shape}")
         if not (np.isfinite(X).all() and np.isfinite(V).all()):
             raise GalmoError("InvariantProjection: features or views are not finite")
+        if not self.reg > 0 or int(self.n_components) < 1:
+            raise GalmoError(f"InvariantProjection needs reg > 0 and n_components ≥ 1, got {self.reg}, "
+                             f"{self.n_components}")
         A = np.concatenate([X[None], V])  # (M + 1, N, D)
         flat = A.reshape(-1, X.shape[1])
         self.mean_ = flat.mean(0)
@@ -379,21 +383,28 @@ class InvariantProjection(TransformerMixin, BaseEstimator):
         s_w = dev.T @ dev / len(dev)
         s_b = np.cov(mu.T)
         lam, vec = eigh(s_b, s_w + self.reg * np.eye(len(s_w)))
-        order = np.argsort(lam)[::-1][:max(1, min(int(self.n_components), X.shape[1]))]
+        order = np.argsort(lam)[::-1]
+        # S_b of N galaxies has rank ≤ N − 1: beyond that the "components" would be pure view-to-view noise
+        keep = min(int(self.n_components), X.shape[1], len(X) - 1, int((lam > 1e-9 * max(lam.max(), 1e-300)).sum()))
+        order = order[:max(1, keep)]
         self.components_ = vec[:, order].T  # (d, D); v' (S_w + reg I) v = 1
         self.ratio_ = lam[order]
         self.n_components_ = len(order)
         self.n_views_ = V.shape[0]
+        self.n_fit_ = len(X)
+        # transform as one affine map in float32: X @ W - offset (chunked, no float64 copy of X)
+        self.weights_ = (self.components_ / self.scale_[None, :]).T.astype(np.float32)  # (D, d)
+        self.offset_ = (self.mean_ / self.scale_) @ self.components_.T
         return self
 
-    def fit_transform(self, X, y=None, views=None):
-        return self.fit(X, views=views).transform(X)
-
     def transform(self, X):
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != len(self.mean_):
             raise GalmoError(f"InvariantProjection was fitted on {len(self.mean_)}-d features, got shape {X.shape}")
-        return (((X - self.mean_) / self.scale_) @ self.components_.T).astype(np.float32)
+        out = np.empty((len(X), self.n_components_), dtype=np.float32)
+        for s in range(0, len(X), 65536):
+            out[s:s + 65536] = np.asarray(X[s:s + 65536], dtype=np.float32) @ self.weights_ - self.offset_
+        return out
 
 
 def augmented_features(X: np.ndarray, featurize, views: int, generator) -> np.ndarray:
@@ -431,14 +442,14 @@ class InvariantFeatures(TransformerMixin, BaseEstimator):
         X = _check_images(X, "InvariantFeatures")
         if self.views < 1:
             raise GalmoError(f"InvariantFeatures needs at least 1 view per galaxy, got {self.views}")
-        pick = np.arange(len(X))
+        sub = X
         if len(X) > self.max_fit:
-            pick = np.sort(np.random.default_rng(self.random_state).choice(len(X), self.max_fit, replace=False))
-        self.featurizer_ = clone(self.featurizer).fit(X[pick])
-        gen = torch.Generator().manual_seed(int(self.random_state))
-        V = augmented_features(X[pick], self.featurizer_.transform, self.views, gen)
+            sub = X[np.sort(np.random.default_rng(self.random_state).choice(len(X), self.max_fit, replace=False))]
+        self.featurizer_ = clone(self.featurizer).fit(sub)
+        gen = torch.Generator().manual_seed(int(self.random_state or 0))
+        V = augmented_features(sub, self.featurizer_.transform, self.views, gen)
         self.projection_ = InvariantProjection(n_components=self.n_components, reg=self.reg).fit(
-            self.featurizer_.transform(X[pick]), views=V)
+            self.featurizer_.transform(sub), views=V)
         return self
 
     def transform(self, X):

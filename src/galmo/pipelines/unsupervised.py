@@ -1,5 +1,7 @@
 """Unsupervised morphology groups: eUML (2024) — denoise, adaptive polar unwrap, pretrained CNN
-features, automatic PCA, voting clustering — with the fixes described in ``docs/unsupervised.md``.
+features, automatic PCA, voting clustering — with the fixes and additions described in
+``docs/unsupervised.md`` (by default an invariant projection learnt from augmented views replaces
+the PCA, and the members vote on a spectral embedding of the k-NN graph).
 
 Library::
 
@@ -8,7 +10,7 @@ Library::
     groups = pipe.fit_predict(images)          # float32 (N, C, H, W) in [0, 1]
     metrics = run_cluster(src, "runs/x", k=20) # everything the ``galmo cluster`` verb writes
 
-CLI: ``galmo cluster --data SOURCE --k 20 --out runs/NAME [--denoise --no-polar --no-pca --graph
+CLI: ``galmo cluster --data SOURCE --k 20 --out runs/NAME [--denoise --no-polar --no-invariant --no-graph --views N
 --backbone NAME --weights FILE --min-agree m --device auto --on-error skip]``.
 """
 
@@ -62,7 +64,8 @@ def encoding_options(features: str = DEFAULT_FEATURES, size=None, radial=None, l
         if len(parts) == 1 and str(parts[0]).lower() == "final":
             opts["layer"] = None
         elif parts and all(str(p).isdigit() for p in parts):
-            opts["layer"] = int(parts[0]) if len(parts) == 1 else tuple(int(p) for p in parts)
+            blocks = sorted({int(p) for p in parts})  # timm returns the maps in block order, once each
+            opts["layer"] = blocks[0] if len(blocks) == 1 else tuple(blocks)
         else:
             raise GalmoError(f"--layer must be a block number, several separated by commas (3,4,5) or 'final', "
                              f"got {layer!r}")
@@ -92,10 +95,12 @@ def make_pipeline(k=20, denoise: bool = True, polar: bool = True, pca: bool = Tr
                   invariant_reg: float = DEFAULTS["invariant_reg"],
                   seed: int = 0, device: str = "auto", run_dir=None, progress: bool = False):
     """The method as ``Pipeline([denoise, polar, encode, pca, graph, cluster])``; a disabled stage is
-    ``"passthrough"`` (``graph``, the spectral embedding, is off by default). With ``invariant`` (the
-    default) polar + encode are one ``invariant`` step that ends in the projection learnt from augmented
-    views (:class:`galmo.stages.InvariantFeatures`), in place of PCA. The encoding defaults are the
-    "texture" preset; ``radial="linear", layer=None, pool="avg", size=160, invariant=False`` give the paper's."""
+    ``"passthrough"``. With ``invariant`` (the default) polar + encode are one ``invariant`` step that
+    ends in the projection learnt from augmented views (:class:`galmo.stages.InvariantFeatures`), in
+    place of PCA (``pca``, ``pca_variance``, ``whiten`` and ``standardize`` then do nothing). The
+    encoding defaults are the "texture" preset; ``radial="linear", layer=None, pool="avg", size=160,
+    invariant=False, graph=False`` give the paper's. (The Pipeline draws exactly ``views_max_fit``
+    galaxies for the views; :func:`run_cluster` draws each with that probability while streaming.)"""
     from sklearn.pipeline import Pipeline
 
     from galmo.cluster import VotingClustering
@@ -187,11 +192,11 @@ def stream_features(src, denoise: bool = False, polar: bool = True, backbone: st
                     batch_size: int = 512, views: int = 0, views_max_fit: int = 3000) -> tuple[np.ndarray, np.ndarray, dict]:
     """Stages 1–3 over a source batch by batch: (readable row positions, features (N, D), info).
 
-    Only the features are kept, never the images, so memory grows with N × D (464 floats per galaxy
+    Only the features are kept, never the images, so memory grows with N × D (896 floats per galaxy
     with the texture preset), not with N × C × H × W. The denoiser, when asked for, is first fitted on
     a random subsample of about ``denoise_max_train`` galaxies drawn during one extra pass.
-    ``views`` > 0: for a random subsample of about ``views_max_fit`` galaxies, also the features of
-    ``views`` augmented copies (:meth:`galmo.augment.AugmentConfig.observing`, after the denoiser and
+    ``views`` > 0: for a random subsample of about ``views_max_fit`` galaxies (each row drawn with
+    probability views_max_fit / N), also the features of ``views`` augmented copies, encoded in full batches, (:meth:`galmo.augment.AugmentConfig.observing`, after the denoiser and
     before the unwrap), in ``info["views"]`` (views, n, D) with their rows of the features in
     ``info["view_index"]`` — what :class:`galmo.stages.InvariantProjection` is fitted on.
     """
@@ -225,7 +230,15 @@ def stream_features(src, denoise: bool = False, polar: bool = True, backbone: st
         view_rng = np.random.default_rng([seed, 1])
         view_gen = torch.Generator().manual_seed(int(seed))
         view_frac = min(1.0, views_max_fit / max(1, len(src)))
-        n_done = 0
+        n_done, view_buf = 0, []
+
+        def encode_views():
+            t_v = time.perf_counter()
+            imgs = np.concatenate(view_buf)
+            view_buf.clear()
+            view_feats.append(augmented_features(
+                imgs, lambda A: enc.transform(pu.transform(A) if pu is not None else A), views, view_gen))
+            info["timings_s"]["views"] = info["timings_s"].get("views", 0.0) + time.perf_counter() - t_v
     t = time.perf_counter()
     bar = None
     if progress:
@@ -241,13 +254,12 @@ def stream_features(src, denoise: bool = False, polar: bool = True, backbone: st
                 Z = fn(Z)
                 info["timings_s"][stage] += time.perf_counter() - t
             if stage == "denoise" and views:  # the augmented copies go through the rest of the stages
-                t = time.perf_counter()
                 pick = np.flatnonzero(view_rng.random(len(Z)) < view_frac)
                 if len(pick):
                     view_index.append(n_done + pick)
-                    view_feats.append(augmented_features(
-                        Z[pick], lambda A: enc.transform(pu.transform(A) if pu is not None else A), views, view_gen))
-                info["timings_s"]["views"] = info["timings_s"].get("views", 0.0) + time.perf_counter() - t
+                    view_buf.append(np.asarray(Z[pick], dtype=np.float32))
+                    if sum(len(b) for b in view_buf) >= batch_size:  # encode views in full batches
+                        encode_views()
         rows.append(np.asarray(pos))
         feats.append(np.asarray(Z, dtype=np.float32))
         if views:
@@ -255,6 +267,8 @@ def stream_features(src, denoise: bool = False, polar: bool = True, backbone: st
         if bar is not None:
             bar.update(len(pos))
         t = time.perf_counter()
+    if views and view_buf:
+        encode_views()
     if bar is not None:
         bar.close()
     if not rows:
@@ -272,9 +286,11 @@ def stream_features(src, denoise: bool = False, polar: bool = True, backbone: st
 def cluster_features(F: np.ndarray, k=20, pca: bool = True, pca_variance: float = 0.9, whiten: bool = False,
                      standardize: bool = True,
                      min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
-                     graph: bool = False, graph_components: int = 10, graph_neighbors: int = 10,
+                     graph: bool = DEFAULTS["graph"], graph_components: int = DEFAULTS["graph_components"],
+                     graph_neighbors: int = DEFAULTS["graph_neighbors"],
                      invariant: bool = False, views: np.ndarray | None = None, view_index: np.ndarray | None = None,
-                     invariant_components: int = 30, invariant_reg: float = 0.1,
+                     invariant_components: int = DEFAULTS["invariant_components"],
+                     invariant_reg: float = DEFAULTS["invariant_reg"],
                      seed: int = 0, progress: bool = False):
     """Stages 4–5 (and the optional graph embedding): (VotingClustering, the reduction — an
     InvariantProjection when ``invariant``, fitted on ``views`` of the galaxies ``F[view_index]``
@@ -293,6 +309,8 @@ def cluster_features(F: np.ndarray, k=20, pca: bool = True, pca_variance: float 
     else:
         red = None
     P = red.transform(F) if red is not None else np.asarray(F, dtype=np.float32)
+    if graph and len(F) <= max(graph_neighbors, graph_components + 1):  # a tiny sample: a smaller graph
+        graph_neighbors, graph_components = max(2, len(F) - 1), max(1, min(graph_components, len(F) - 2))
     ge = GraphEmbedding(n_components=graph_components, n_neighbors=graph_neighbors, random_state=seed) if graph else None
     Q = ge.fit_transform(P) if ge is not None else P
     vc = VotingClustering(n_clusters=k, members=members, min_agree=min_agree, bagging=bagging,
@@ -344,15 +362,19 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
     run_dir.mkdir(parents=True, exist_ok=True)
     size = encoder_size(size, polar)  # what the encoder really gets is what is recorded
     config = {"command": "cluster", "source": str(getattr(src, "path", "")), "k": ks, "denoise": denoise,
-              "polar": polar, "pca": pca, "backbone": backbone, "weights": weights, "size": size,
-              "min_agree": min_agree, "members": list(members), "bagging": bagging, "pca_variance": pca_variance,
-              "whiten": whiten, "standardize": standardize, "denoise_epochs": denoise_epochs, "graph": graph,
+              "polar": polar, "pca": None if invariant else pca, "backbone": backbone, "weights": weights, "size": size,
+              "min_agree": min_agree, "members": list(members), "bagging": bagging,
+              "pca_variance": None if invariant else pca_variance, "whiten": None if invariant else whiten,
+              "standardize": None if invariant else standardize, "denoise_epochs": denoise_epochs, "graph": graph,
               "graph_components": graph_components, "graph_neighbors": graph_neighbors, "seed": seed,
               "radial": radial, "layer": layer, "pool": pool, "invariant": invariant,
-              "views": views if invariant else 0, "views_max_fit": views_max_fit,
-              "invariant_components": invariant_components, "invariant_reg": invariant_reg}
-    if invariant and views < 1:
-        raise GalmoError(f"the invariant projection needs at least 1 augmented view per galaxy, got {views}")
+              "views": views if invariant else 0, "views_max_fit": views_max_fit if invariant else None,
+              "invariant_components": invariant_components if invariant else None,
+              "invariant_reg": invariant_reg if invariant else None}
+    if invariant and (views < 1 or views_max_fit < 3 or not invariant_reg > 0 or invariant_components < 1):
+        raise GalmoError(f"the invariant projection needs views ≥ 1, views_max_fit ≥ 3, invariant_reg > 0 and "
+                         f"invariant_components ≥ 1; got {views}, {views_max_fit}, {invariant_reg}, "
+                         f"{invariant_components}")
     write_json(run_dir / "config.json", config)
     t0 = time.perf_counter()
     rows, F, info = stream_features(src, denoise=denoise, polar=polar, backbone=backbone, weights=weights,
@@ -412,6 +434,8 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
                "pca_variance_kept": float(ap.explained_variance_kept_) if ap is not None and not invariant else None,
                "invariant_components": int(ap.n_components_) if invariant else None,
                "invariant_views": f"{views} views of {len(info['view_index'])} galaxies" if invariant else None,
+               "invariant_n_views": views if invariant else None,
+               "invariant_n_fit": int(len(info["view_index"])) if invariant else None,
                "invariant_ratio": [round(float(v), 3) for v in ap.ratio_] if invariant else None,
                "stages": {"denoise": denoise, "polar": polar, "invariant": invariant, "pca": pca and not invariant,
                           "graph": graph},
@@ -483,7 +507,7 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
     write_json(run_dir / "metrics.json", metrics)
     if report:
         body = _report_body(metrics, per_k, conf_df, med, cat_path, config)
-        add_section(run_dir, "cluster", "Unsupervised groups (eUML voting clustering)", body,
+        add_section(run_dir, "cluster", "Unsupervised groups (voting clustering after eUML)", body,
                     figures + montage_paths,
                     captions + [f"montage: {Path(p).stem.replace('cluster_', '')}" for p in montage_paths])
         build_report(run_dir)
@@ -505,11 +529,15 @@ def _report_body(metrics: dict, per_k: dict, conf_df, med, cat_path, config) -> 
                                      "pca_variance_kept", "psnr_noisy", "psnr_denoised",
                                      "psnr_gain") if k in metrics and metrics[k] is not None}
     enc = (f"{'log' if config.get('radial') == 'log' else 'linear'}-polar unwrap, " if config.get("polar") else "")
-    layer = "final features" if config.get("layer") is None else f"intermediate feature map {config['layer']}"
+    lay = config.get("layer")
+    layer = ("final features" if lay is None else f"intermediate feature map {lay}" if np.isscalar(lay)
+             else f"intermediate feature maps {', '.join(str(v) for v in lay)}")
+    reduced = (f", reduced to {metrics['invariant_components']} invariant components learnt from "
+               f"{metrics['invariant_views']}" if metrics.get("invariant_components") else "")
     size = config["size"]
     size = "native" if size is None else (size if np.isscalar(size) else "×".join(str(v) for v in size))
     body = (f"<p>Stages: {stages}; {enc}backbone {config['backbone']} at {size} px, {layer} pooled by "
-            f"{config.get('pool', 'avg')}; members "
+            f"{config.get('pool', 'avg')}{reduced}; members "
             f"{', '.join(metrics['members'])} (Hungarian-aligned). A galaxy is <em>classified</em> when at "
             f"least {metrics['min_agree']} of {len(metrics['members'])} members put it in the same group; "
             f"purity/NMI/ARI are over the classified galaxies (purity: majority true class per group). "
@@ -581,7 +609,8 @@ def register(sub) -> None:
                    help="augmented views per galaxy for the invariant projection")
     p.add_argument("--views-max-fit", type=int, default=DEFAULTS["views_max_fit"],
                    help="galaxies (a random subsample) whose views fit the invariant projection")
-    p.add_argument("--invariant-components", type=int, default=DEFAULTS["invariant_components"])
+    p.add_argument("--invariant-components", type=int, default=DEFAULTS["invariant_components"],
+                   help="directions kept by the invariant projection (at most one fewer than the galaxies fitted)")
     p.add_argument("--invariant-reg", type=float, default=DEFAULTS["invariant_reg"],
                    help="ridge added to the nuisance covariance (standardised features)")
     p.add_argument("--no-pca", action="store_true", help="with --no-invariant: cluster the encoder features "
@@ -598,8 +627,8 @@ def register(sub) -> None:
     p.add_argument("--weights", default="offline", help="'offline' (packaged), a .safetensors/state-dict file, "
                    "or 'hub' (online)")
     p.add_argument("--features", choices=list(FEATURE_PRESETS), default=DEFAULT_FEATURES,
-                   help="how images become vectors: 'texture' (default: log-polar unwrap, mean and std of a "
-                        "mid-level feature map) or 'euml' (the paper: linear unwrap, final pooled features); "
+                   help="how images become vectors: 'texture' (default: log-polar unwrap, mean and std of five "
+                        "feature maps) or 'euml' (the paper: linear unwrap, final pooled features); "
                         "--size/--radial/--layer/--pool override single settings")
     p.add_argument("--size", type=int, nargs="+", default=None, metavar="PX",
                    help="encoder input: one number (square) or HEIGHT WIDTH (default: see --features)")
@@ -608,7 +637,7 @@ def register(sub) -> None:
                         "straight lines whose slope is the pitch angle)")
     p.add_argument("--layer", default=None, help="index of the pooled feature map in timm's forward_intermediates "
                    "(EfficientNet: 0 = stem, 1–7 = block stages), several separated by commas, pooled side by side "
-                   "(texture preset: 3,4,5), or 'final' (eUML)")
+                   "(texture preset: 2,3,4,5,6), or 'final' (eUML)")
     p.add_argument("--pool", choices=["avg", "meanstd"], default=None,
                    help="pooling of the feature map: average (eUML) or mean and standard deviation")
     p.add_argument("--min-agree", type=int, default=None, help="members that must agree (default: all)")
@@ -635,6 +664,10 @@ def cmd_cluster(args) -> int:
     if args.min_agree is not None and not 1 <= args.min_agree <= len(args.members):
         raise GalmoError(f"--min-agree must be between 1 and the number of members ({len(args.members)}), "
                          f"got {args.min_agree}")
+    if not args.no_invariant and (args.no_pca or args.whiten or args.no_standardize or args.pca_variance != 0.9):
+        raise GalmoError("--no-pca, --whiten, --no-standardize and --pca-variance set the PCA that --no-invariant "
+                         "uses; the default invariant projection has its own settings (--invariant-components, "
+                         "--invariant-reg, --views)")
     weights = None if args.weights in ("none", "None", "random") else args.weights
     enc = encoding_options(args.features, size=args.size, radial=args.radial, layer=args.layer, pool=args.pool)
     src = open_source(args.data, on_error=args.on_error)
