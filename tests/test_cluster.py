@@ -206,7 +206,8 @@ def test_cli_cluster_euml_features_record_their_settings(tmp_path):
     from galmo.simulate import simulate
 
     data = simulate(n=40, size=32, seed=2, out=tmp_path / "tiny.h5")
-    for name, extra in (("e", ["--features", "euml", "--no-invariant", "--no-graph"]), ("t", ["--features", "texture"])):
+    for name, extra in (("e", ["--features", "euml", "--no-invariant", "--no-graph"]),
+                        ("t", ["--features", "texture"])):
         assert main(["cluster", "--data", str(data), "--k", "4", "--out", str(tmp_path / name), *extra,
                      "--size", "32", "--morph-per-group", "0", "--quiet"]) == 0
     ce = json.loads((tmp_path / "e" / "config.json").read_text())

@@ -345,8 +345,9 @@ class InvariantProjection(TransformerMixin, BaseEstimator):
     discriminant analysis with each galaxy as its own class, or the linear form of learning from
     augmented views. They are scaled so that v'(S_w + reg·I)v = 1 and the variance between galaxies
     is λ, so a component matters in proportion to its signal-to-nuisance ratio (``ratio_``). At most
-    N − 1 components are kept (S_b of N galaxies has no more), and none with λ ≈ 0. PCA ranks directions by variance, which the nuisances (noise, size, brightness)
-    share with morphology; this ranks them by how reproducible they are.
+    N − 1 components are kept (S_b of N galaxies has no more), and none with λ ≈ 0. PCA ranks
+    directions by variance, which the nuisances (noise, size, brightness) share with morphology;
+    this ranks them by how reproducible they are.
     """
 
     def __init__(self, n_components: int = 60, reg: float = 0.1, standardize: bool = True):

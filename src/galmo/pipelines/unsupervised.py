@@ -163,8 +163,8 @@ def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone:
              weights: str | None = "offline", size=(64, 252), denoise_epochs: int = 4,
              denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
              progress: bool = False, clean: np.ndarray | None = None, radial: str = "log",
-             layer=FEATURE_PRESETS["texture"]["layer"], pool: str = "meanstd", views: int = 0, views_max_fit: int = 3000,
-             log=print) -> tuple[np.ndarray, dict]:
+             layer=FEATURE_PRESETS["texture"]["layer"], pool: str = "meanstd", views: int = 0,
+             views_max_fit: int = 3000, log=print) -> tuple[np.ndarray, dict]:
     """Stages 1–3 on images ``X`` held in memory (studies that reuse one image set): the same stages
     as :func:`stream_features`. Returns (features (N, D), info with timings, stage objects and, with
     ``clean`` — the noiseless images of the first ``len(clean)`` rows — the denoiser's PSNR)."""
@@ -188,16 +188,18 @@ def features(X: np.ndarray, denoise: bool = False, polar: bool = True, backbone:
 def stream_features(src, denoise: bool = False, polar: bool = True, backbone: str = "tf_efficientnet_lite0",
                     weights: str | None = "offline", size=(64, 252), denoise_epochs: int = 4,
                     denoise_max_train: int = 3000, seed: int = 0, device: str = "auto", run_dir=None,
-                    progress: bool = False, radial: str = "log", layer=FEATURE_PRESETS["texture"]["layer"], pool: str = "meanstd",
-                    batch_size: int = 512, views: int = 0, views_max_fit: int = 3000) -> tuple[np.ndarray, np.ndarray, dict]:
+                    progress: bool = False, radial: str = "log", layer=FEATURE_PRESETS["texture"]["layer"],
+                    pool: str = "meanstd", batch_size: int = 512, views: int = 0,
+                    views_max_fit: int = 3000) -> tuple[np.ndarray, np.ndarray, dict]:
     """Stages 1–3 over a source batch by batch: (readable row positions, features (N, D), info).
 
     Only the features are kept, never the images, so memory grows with N × D (896 floats per galaxy
     with the texture preset), not with N × C × H × W. The denoiser, when asked for, is first fitted on
     a random subsample of about ``denoise_max_train`` galaxies drawn during one extra pass.
     ``views`` > 0: for a random subsample of about ``views_max_fit`` galaxies (each row drawn with
-    probability views_max_fit / N), also the features of ``views`` augmented copies, encoded in full batches, (:meth:`galmo.augment.AugmentConfig.observing`, after the denoiser and
-    before the unwrap), in ``info["views"]`` (views, n, D) with their rows of the features in
+    probability views_max_fit / N), also the features of ``views`` augmented copies
+    (:meth:`galmo.augment.AugmentConfig.observing`, after the denoiser and before the unwrap,
+    encoded in full batches), in ``info["views"]`` (views, n, D) with their rows of the features in
     ``info["view_index"]`` — what :class:`galmo.stages.InvariantProjection` is fitted on.
     """
     from galmo.stages import Denoiser, Encoder, PolarUnwrap
@@ -247,23 +249,25 @@ def stream_features(src, denoise: bool = False, polar: bool = True, backbone: st
         bar = tqdm(total=len(src), unit="img", desc="features", leave=False)
     for pos, Z in src.iter_batches(batch_size=batch_size, kind="image", progress=False):
         info["timings_s"]["read"] += time.perf_counter() - t
-        for stage, fn in (("denoise", den.transform if den is not None else None),
-                          ("polar", pu.transform if pu is not None else None), ("encode", enc.transform)):
+        if den is not None:
+            t = time.perf_counter()
+            Z = den.transform(Z)
+            info["timings_s"]["denoise"] += time.perf_counter() - t
+        if views:  # copies of a subsample of the (denoised) images go through the remaining stages
+            pick = np.flatnonzero(view_rng.random(len(Z)) < view_frac)
+            if len(pick):
+                view_index.append(n_done + pick)
+                view_buf.append(np.asarray(Z[pick], dtype=np.float32))
+                if sum(len(b) for b in view_buf) >= batch_size:  # encode views in full batches
+                    encode_views()
+            n_done += len(pos)
+        for stage, fn in (("polar", pu.transform if pu is not None else None), ("encode", enc.transform)):
             if fn is not None:
                 t = time.perf_counter()
                 Z = fn(Z)
                 info["timings_s"][stage] += time.perf_counter() - t
-            if stage == "denoise" and views:  # the augmented copies go through the rest of the stages
-                pick = np.flatnonzero(view_rng.random(len(Z)) < view_frac)
-                if len(pick):
-                    view_index.append(n_done + pick)
-                    view_buf.append(np.asarray(Z[pick], dtype=np.float32))
-                    if sum(len(b) for b in view_buf) >= batch_size:  # encode views in full batches
-                        encode_views()
         rows.append(np.asarray(pos))
         feats.append(np.asarray(Z, dtype=np.float32))
-        if views:
-            n_done += len(pos)
         if bar is not None:
             bar.update(len(pos))
         t = time.perf_counter()
@@ -341,7 +345,8 @@ def run_cluster(src, run_dir, k=20, denoise: bool = False, polar: bool = True, p
                 min_agree: int | None = None, members=("kmeans", "agglomerative", "birch"), bagging: int = 0,
                 pca_variance: float = 0.9, whiten: bool = False, standardize: bool = True, denoise_epochs: int = 4,
                 denoise_max_train: int = 3000, graph: bool = DEFAULTS["graph"],
-                graph_components: int = DEFAULTS["graph_components"], graph_neighbors: int = DEFAULTS["graph_neighbors"],
+                graph_components: int = DEFAULTS["graph_components"],
+                graph_neighbors: int = DEFAULTS["graph_neighbors"],
                 morphology: bool = True, morph_per_group: int = 20, seed: int = 0,
                 radial: str = "log", layer=FEATURE_PRESETS["texture"]["layer"], pool: str = "meanstd",
                 invariant: bool = True,
