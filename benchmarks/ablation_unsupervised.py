@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 warnings.filterwarnings("ignore")
-from galmo.pipelines.unsupervised import (DEFAULTS, clean_display, cluster_features,  # noqa: E402
+from galmo.methods.unsupervised.run import (DEFAULTS, clean_display, cluster_features,  # noqa: E402
                                           encoding_options, features, score)
 from galmo.simulate import default_sample  # noqa: E402
 from galmo.sources import open_source  # noqa: E402

@@ -14,8 +14,8 @@ def one(n: int) -> dict:
 
     import numpy as np
 
-    from galmo.cluster import VotingClustering
-    from galmo.metrics import clustering_scores
+    from galmo.stages.voting import VotingClustering
+    from galmo.core.metrics import clustering_scores
 
     rng = np.random.default_rng(0)
     centers = rng.normal(0, 4, (20, 64)).astype(np.float32)

@@ -29,9 +29,9 @@ def main():
 
     import torch
 
-    from galmo.device import set_threads
-    from galmo.embed import Encoder, load_encoder
-    from galmo.models import create
+    from galmo.nn.device import set_threads
+    from galmo.methods.embeddings.embed import Encoder, load_encoder
+    from galmo.nn.models import create
 
     threads = set_threads()
     images = np.random.default_rng(0).random((args.n, 3, args.size, args.size), dtype=np.float32)

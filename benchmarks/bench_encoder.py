@@ -1,4 +1,4 @@
-"""Encoder throughput: galmo's batched path (galmo.backbones.encode: inference_mode, channels-last,
+"""Encoder throughput: galmo's batched path (galmo.nn.backbones.encode: inference_mode, channels-last,
 one resize per batch) vs a plain per-image loop with the same backbone. One JSON line per run.
 Usage: python benchmarks/bench_encoder.py [N] [SIZE]. The cores may be shared: see 'load_avg'."""
 import json
@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from galmo.backbones import create_backbone, data_config, encode
-from galmo.device import set_threads
+from galmo.nn.backbones import create_backbone, data_config, encode
+from galmo.nn.device import set_threads
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 128
 size = int(sys.argv[2]) if len(sys.argv) > 2 else 96

@@ -1,4 +1,4 @@
-"""Benchmark the view-pooling network (galmo.models.rotinv): prints JSON lines.
+"""Benchmark the view-pooling network (galmo.nn.models.rotinv): prints JSON lines.
 
 * inference images/s: the 16 views stacked along the batch axis in ONE trunk pass vs a naive loop
   running the 16 views as 16 separate passes (same weights, same outputs), for several batch sizes;
@@ -52,9 +52,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.run:
         return invariance(args)
-    from galmo.augment import augment
-    from galmo.device import set_threads
-    from galmo.models import create
+    from galmo.nn.augment import augment
+    from galmo.nn.device import set_threads
+    from galmo.nn.models import create
 
     threads = set_threads(args.threads)
     torch.manual_seed(0)
@@ -78,7 +78,7 @@ def main() -> None:
         model = create("rotinv", num_outputs=10, image_size=args.size, width=args.width, downsample=args.downsample)
         model.train()
         xb = x
-        if channels_last:  # as galmo.train.fit does with --channels-last
+        if channels_last:  # as galmo.nn.train.fit does with --channels-last
             model = model.to(memory_format=torch.channels_last)
             xb = x.contiguous(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -101,9 +101,9 @@ def invariance(args) -> None:
     import numpy as np
     import pandas as pd
 
-    from galmo.device import set_threads
-    from galmo.models.rotinv import dihedral, rotate
-    from galmo.pipelines import supervised as S
+    from galmo.nn.device import set_threads
+    from galmo.nn.models.rotinv import dihedral, rotate
+    from galmo.methods.supervised import run as S
     from galmo.sources import as_source, read_rows
 
     set_threads(args.threads)

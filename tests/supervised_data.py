@@ -11,7 +11,7 @@ def make_tiny_source(path, n: int = 96, size: int = 32, n_classes: int = 3, seed
     loosely tied to the class. Returns the path."""
     import h5py
 
-    from galmo.schema import QUESTION_SLICES, cumulative_from_conditional
+    from galmo.core.schema import QUESTION_SLICES, cumulative_from_conditional
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
@@ -49,7 +49,7 @@ def make_tiny_source(path, n: int = 96, size: int = 32, n_classes: int = 3, seed
         f["redshift"] = rng.uniform(0.01, 0.1, n)
         f["pxscale"] = np.full(n, 0.262)
         f["id"] = ids.astype("S")
-    from galmo.schema import ANSWER_COLUMNS
+    from galmo.core.schema import ANSWER_COLUMNS
 
     truth = pd.DataFrame(votes, columns=ANSWER_COLUMNS)
     truth.insert(0, "id", ids)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galmo.catalog import Catalog, catalog_format, merge_on_id, read_catalog, write_catalog
-from galmo.errors import GalmoError
+from galmo.core.catalog import Catalog, catalog_format, merge_on_id, read_catalog, write_catalog
+from galmo.core.errors import GalmoError
 
 
 def sample() -> pd.DataFrame:

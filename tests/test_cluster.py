@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from galmo.cluster import VotingClustering, align_labels, greedy_mapping, overlap_matrix, vote
-from galmo.errors import GalmoError
-from galmo.metrics import clustering_scores, contingency, purity
+from galmo.stages.voting import VotingClustering, align_labels, greedy_mapping, overlap_matrix, vote
+from galmo.core.errors import GalmoError
+from galmo.core.metrics import clustering_scores, contingency, purity
 
 
 def test_permuted_labelling_aligns_back_exactly():
@@ -156,7 +156,7 @@ def test_cli_cluster_graph_embedding(tmp_path):
 
 def test_streamed_features_equal_in_memory_features(tmp_path):
     """run_cluster encodes batch by batch (only features kept): same numbers as all images at once."""
-    from galmo.pipelines.unsupervised import features, stream_features
+    from galmo.methods.unsupervised.run import features, stream_features
     from galmo.simulate import simulate
     from galmo.sources import open_source
 
@@ -182,8 +182,8 @@ def test_streamed_features_equal_in_memory_features(tmp_path):
 
 
 def test_feature_presets_and_overrides():
-    from galmo.errors import GalmoError
-    from galmo.pipelines.unsupervised import encoding_options
+    from galmo.core.errors import GalmoError
+    from galmo.methods.unsupervised.run import encoding_options
 
     assert encoding_options("euml") == {"radial": "linear", "layer": None, "pool": "avg", "size": 160}
     tex = encoding_options()

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galmo.embed import (SimilarityIndex, index_for, neighbour_agreement, neighbours, outlier_scores, probe,
+from galmo.methods.embeddings.embed import (SimilarityIndex, index_for, neighbour_agreement, neighbours, outlier_scores, probe,
                          probe_splits, read_embeddings, write_embeddings)
-from galmo.errors import GalmoError
+from galmo.core.errors import GalmoError
 
 
 # ---------------------------------------------------------------- a toy Galaxy10-schema source
@@ -188,7 +188,7 @@ def test_cli_end_to_end(toy, tmp_path, capsys):
 
 
 def test_demo_section_quick(toy, tmp_path):
-    from galmo.pipelines.foundation import demo_section
+    from galmo.methods.embeddings.run import demo_section
     from galmo.sources import open_source
 
     res = demo_section(tmp_path, open_source(toy), quick=True)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from galmo import report
-from galmo.errors import GalmoError
-from galmo.io import atomic_path, read_json, write_json
-from galmo.transforms import asinh_stretch, legacy_rgb
+from galmo.core.errors import GalmoError
+from galmo.core.io import atomic_path, read_json, write_json
+from galmo.core.transforms import asinh_stretch, legacy_rgb
 
 
 def test_atomic_path_leaves_nothing_on_crash(tmp_path):
@@ -57,7 +57,7 @@ def test_legacy_rgb_colours_and_range():
 def test_offline_backbone_loads_real_weights_and_refuses_unknown(tmp_path):
     import torch
 
-    from galmo.backbones import create_backbone, encode
+    from galmo.nn.backbones import create_backbone, encode
 
     m = create_backbone("tf_efficientnet_lite0")
     # ImageNet weights, not random: the BN running stats of the stem are not the init values

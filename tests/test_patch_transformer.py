@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from galmo.checkpoint import load_checkpoint
-from galmo.models import create
-from galmo.models.patch_transformer import PatchTransformer, PretrainTask, normalise_images, spiral_order
-from galmo.train import TrainConfig, fit
+from galmo.nn.checkpoint import load_checkpoint
+from galmo.nn.models import create
+from galmo.nn.models.patch_transformer import PatchTransformer, PretrainTask, normalise_images, spiral_order
+from galmo.nn.train import TrainConfig, fit
 
 
 @pytest.mark.parametrize("g", [1, 2, 3, 4, 5, 8])

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from galmo.augment import AugmentConfig, augment
-from galmo.models import create
-from galmo.models.rotinv import N_VIEWS, dihedral, make_views, rotate
-from galmo.schema import QUESTION_SLICES, QUESTIONS, normalise_votes
+from galmo.nn.augment import AugmentConfig, augment
+from galmo.nn.models import create
+from galmo.nn.models.rotinv import N_VIEWS, dihedral, make_views, rotate
+from galmo.core.schema import QUESTION_SLICES, QUESTIONS, normalise_votes
 
 
 def _images(n=4, size=64, seed=0):
@@ -99,7 +99,7 @@ def test_augment_is_seeded_batched_and_switchable():
 def test_augment_observing_conditions_blur_and_noise():
     """The views of the invariant projection: a point source blurred by σ ≤ blur keeps its flux and
     widens as a Gaussian of that σ would; the added noise is at most ``noise`` times each band's own."""
-    from galmo.stages import noise_sigma
+    from galmo.core.transforms import noise_sigma
 
     x = torch.zeros(8, 2, 33, 33)
     x[:, :, 16, 16] = 1.0

@@ -1,11 +1,11 @@
-"""The Galaxy Zoo decision tree (galmo.schema) checked against arithmetic done by hand."""
+"""The Galaxy Zoo decision tree (galmo.core.schema) checked against arithmetic done by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from galmo.schema import (ANSWER_COLUMNS, QUESTION_SLICES, QUESTIONS, conditional_from_cumulative,
+from galmo.core.schema import (ANSWER_COLUMNS, QUESTION_SLICES, QUESTIONS, conditional_from_cumulative,
                           cumulative_from_conditional, normalise_votes, parent_weights)
 
 # One galaxy's raw network outputs, question by question (negative values are cut by the ReLU).

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galmo.errors import GalmoError
-from galmo.schema import ANSWER_COLUMNS, GALAXY10_CLASSES, QUESTION_SLICES, QUESTIONS
+from galmo.core.errors import GalmoError
+from galmo.core.schema import ANSWER_COLUMNS, GALAXY10_CLASSES, QUESTION_SLICES, QUESTIONS
 from galmo.simulate import ANOMALY_TYPES, parse_class_weights, simulate, truth_path
 
 PER_CLASS = 12

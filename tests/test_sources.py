@@ -16,9 +16,9 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from galmo.catalog import write_catalog
-from galmo.errors import BadInput, GalmoError
-from galmo.schema import ANSWER_COLUMNS, GALAXY10_CLASSES, QUESTION_SLICES, cumulative_from_conditional
+from galmo.core.catalog import write_catalog
+from galmo.core.errors import BadInput, GalmoError
+from galmo.core.schema import ANSWER_COLUMNS, GALAXY10_CLASSES, QUESTION_SLICES, cumulative_from_conditional
 from galmo.sources import detect_format, open_source, write_rejected
 from galmo.sources.summary import summarise, summary_text
 

@@ -4,8 +4,10 @@ PSNR gain, encoder offline loading."""
 import numpy as np
 import pytest
 
-from galmo.errors import GalmoError
-from galmo.stages import AutoPCA, Denoiser, Encoder, PolarUnwrap, noise_sigma, psnr
+from galmo.core.errors import GalmoError
+from galmo.core.metrics import psnr
+from galmo.core.transforms import noise_sigma
+from galmo.stages import AutoPCA, Denoiser, Encoder, PolarUnwrap
 
 
 def _galaxies(n, size=32, seed=0, noise=0.02):
@@ -108,7 +110,7 @@ def test_denoiser_improves_psnr(tmp_path):
     den = Denoiser(epochs=5, batch_size=16, widths=(16, 32), run_dir=tmp_path / "den", seed=0).fit(noisy)
     gain = den.psnr_gain(noisy, clean)
     assert gain["psnr_gain"] > 1.0, gain
-    assert (tmp_path / "den" / "model.safetensors").exists()  # trained by galmo.train.fit, checkpointed
+    assert (tmp_path / "den" / "model.safetensors").exists()  # trained by galmo.nn.train.fit, checkpointed
     again = Denoiser(checkpoint=tmp_path / "den").fit(noisy[:2])  # reload without training
     assert psnr(again.transform(noisy[:8]), den.transform(noisy[:8])) > 60
 
@@ -122,7 +124,7 @@ def test_encoder_offline_weights_give_imagenet_features():
     # pretrained, not random: ImageNet class of a plain image is confident only with real weights
     import torch
 
-    from galmo.backbones import create_backbone
+    from galmo.nn.backbones import create_backbone
 
     full = create_backbone(weights="offline", num_classes=1000).eval()
     torch.manual_seed(0)
@@ -138,7 +140,7 @@ def test_encoder_mid_level_mean_std_features_match_the_backbone_blocks():
     import torch
     import torch.nn.functional as F
 
-    from galmo.backbones import data_config, to_rgb
+    from galmo.nn.backbones import data_config, to_rgb
 
     _, x = _galaxies(3, size=32)
     enc = Encoder(size=(32, 96), layer=4, pool="meanstd").fit()
@@ -174,8 +176,8 @@ def test_graph_embedding_makes_non_convex_groups_agree():
     fitted neighbours and land in the right group."""
     from sklearn.datasets import make_moons
 
-    from galmo.cluster import VotingClustering
-    from galmo.metrics import clustering_scores
+    from galmo.stages.voting import VotingClustering
+    from galmo.core.metrics import clustering_scores
     from galmo.stages import GraphEmbedding
 
     X, y = make_moons(n_samples=600, noise=0.08, random_state=0)

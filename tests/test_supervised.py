@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from galmo import metrics as M
+from galmo.core import metrics as M
 from galmo.cli import main
-from galmo.models import create
-from galmo.pipelines import supervised as S
-from galmo.schema import ANSWER_COLUMNS, QUESTION_SLICES
+from galmo.nn.models import create
+from galmo.methods.supervised import run as S
+from galmo.core.schema import ANSWER_COLUMNS, QUESTION_SLICES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from supervised_data import make_tiny_source  # noqa: E402

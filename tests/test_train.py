@@ -9,10 +9,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from galmo import checkpoint as ckpt
-from galmo.errors import GalmoError
-from galmo.models import register_model
-from galmo.train import TrainConfig, TrainingInterrupted, fit
+from galmo.nn import checkpoint as ckpt
+from galmo.core.errors import GalmoError
+from galmo.nn.models import register_model
+from galmo.nn.train import TrainConfig, TrainingInterrupted, fit
 
 
 class TinyNet(nn.Module):
@@ -118,7 +118,7 @@ def test_checkpoint_refuses_non_checkpoints(tmp_path):
 
 
 def test_ema_update_rule():
-    from galmo.train import ema_avg_fn
+    from galmo.nn.train import ema_avg_fn
 
     upd = ema_avg_fn(0.9)
     e, m = [torch.zeros(3)], [torch.ones(3)]

@@ -6,4 +6,4 @@ catalog with an ``id`` column and images, and writes a catalog carrying the same
 
 __version__ = "0.1.0"
 
-from galmo.errors import GalmoError  # noqa: F401
+from galmo.core.errors import GalmoError  # noqa: F401

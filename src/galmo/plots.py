@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from galmo.io import atomic_path  # noqa: E402
+from galmo.core.io import atomic_path  # noqa: E402
 
 plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 9,
                      "axes.grid": False, "image.origin": "lower"})
@@ -28,7 +28,7 @@ def savefig(fig, path: str | os.PathLike) -> Path:
 
 def _as_rgb(img: np.ndarray) -> np.ndarray:
     """Accept (H, W, 3) uint8/float composites or (C, H, W) float images."""
-    from galmo.transforms import display_rgb
+    from galmo.core.transforms import display_rgb
 
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[-1] == 3 and img.shape[0] != 3:
@@ -171,7 +171,7 @@ def accuracy_coverage_curve(curves: dict, path, title: str = "accuracy vs covera
 
 
 def reliability_diagram(bins: dict, path, ece: float | None = None, title: str = "reliability") -> Path:
-    """Accuracy vs confidence per bin (``galmo.metrics.reliability_bins``) with the diagonal and counts."""
+    """Accuracy vs confidence per bin (``galmo.core.metrics.reliability_bins``) with the diagonal and counts."""
     edges = np.asarray(bins["edges"])
     centers = (edges[:-1] + edges[1:]) / 2
     ok = np.asarray(bins["count"]) > 0

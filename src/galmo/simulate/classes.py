@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from galmo.schema import GALAXY10_CLASSES
+from galmo.core.schema import GALAXY10_CLASSES
 from galmo.simulate import physics as ph
 from galmo.simulate import profiles as pr
 

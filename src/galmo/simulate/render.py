@@ -11,13 +11,13 @@ import math
 
 import numpy as np
 
-from galmo.schema import GALAXY10_CLASSES
+from galmo.core.schema import GALAXY10_CLASSES
 from galmo.simulate import physics as ph
 from galmo.simulate import profiles as pr
 from galmo.simulate.anomalies import inject
 from galmo.simulate.classes import build
 from galmo.simulate.votes import sample_votes
-from galmo.transforms import legacy_rgb, to_uint8
+from galmo.core.transforms import legacy_rgb, to_uint8
 
 STREAM_GALAXY, STREAM_SEEING, STREAM_ANOMALY, STREAM_NOISE, STREAM_SKY, STREAM_VOTES = range(6)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from galmo.errors import GalmoError
-from galmo.io import atomic_path, cache_dir
-from galmo.schema import ANSWER_COLUMNS, GALAXY10_CLASSES
+from galmo.core.errors import GalmoError
+from galmo.core.io import atomic_path, cache_dir
+from galmo.core.schema import ANSWER_COLUMNS, GALAXY10_CLASSES
 
 RECIPE_VERSION = "1.4"
 DEFAULT_N = 3000
@@ -235,7 +235,7 @@ def _write_truth(path: Path, rows: list[dict]) -> None:
 
 def default_sample() -> Path:
     """The embedded default data set: DEFAULT_N galaxies at DEFAULT_SIZE px, seed 0, generated on
-    first use into ``galmo.io.cache_dir()`` (keyed by the parameters and the recipe version)."""
+    first use into ``galmo.core.io.cache_dir()`` (keyed by the parameters and the recipe version)."""
     stem = f"galmo-sims-v{RECIPE_VERSION}-n{DEFAULT_N}-s{DEFAULT_SIZE}-seed0"
     path = cache_dir() / f"{stem}.h5"
     if path.exists() and truth_path(path).exists():

@@ -6,7 +6,7 @@ odd features and anomalies), perturbed per galaxy (a Dirichlet draw: volunteers 
 some galaxies than others). About 40 volunteers (as in GZ2, Willett et al. 2013) then walk the
 tree: each question's votes are a multinomial draw among the volunteers who reached it. The
 per-question fractions become Kaggle's cumulative fractions with
-:func:`galmo.schema.cumulative_from_conditional`, so they obey the tree exactly.
+:func:`galmo.core.schema.cumulative_from_conditional`, so they obey the tree exactly.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from galmo.schema import QUESTION_SLICES, QUESTIONS, cumulative_from_conditional
+from galmo.core.schema import QUESTION_SLICES, QUESTIONS, cumulative_from_conditional
 
 MEAN_VOLUNTEERS = 42
 DIRICHLET_CONCENTRATION = 40.0

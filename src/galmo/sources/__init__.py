@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galmo.errors import BadInput, GalmoError
+from galmo.core.errors import BadInput, GalmoError
 from galmo.sources.base import FileSource, Source, label_columns, write_rejected
 
 FORMATS = ("galaxy10", "gz2", "fits", "folder", "catalog")
@@ -135,7 +135,7 @@ def open_catalog_source(path, on_error: str = "raise", size=None, fit: str = "re
     """A catalog file whose rows name one image file each (column ``path``, ``file`` or ``filename``;
     relative paths are relative to the catalog's folder). All files must be FITS, or all PNG/JPEG.
     A ``label`` column (integers or class names) becomes the labels."""
-    from galmo.catalog import read_catalog
+    from galmo.core.catalog import read_catalog
     from galmo.sources.fits import FitsSource, is_fits_name
     from galmo.sources.folder import ImageFolderSource, is_image_name
 

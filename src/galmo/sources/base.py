@@ -3,12 +3,12 @@
 Conventions (all readers):
 
 * images come out as float32 ``(B, C, H, W)``; channel ``k`` is band ``src.bands[k]`` and bands
-  are in wavelength order, bluest first (the order :func:`galmo.transforms.composite` expects).
+  are in wavelength order, bluest first (the order :func:`galmo.core.transforms.composite` expects).
   RGB files (JPEG/PNG composites) are therefore read as (B, G, R) planes.
 * kind ``'image'`` is display-normalised to [0, 1]; other kinds (``'flux'``, ``'noiseless'``) are
   physical values where a source has them; ``src.kinds`` lists what exists.
 * ``src.catalog`` rows and the ``idx`` of :meth:`Source.read` are row *positions* (0..len-1).
-* ``on_error='raise'``: the first bad item raises :class:`~galmo.errors.BadInput` naming its file.
+* ``on_error='raise'``: the first bad item raises :class:`~galmo.core.errors.BadInput` naming its file.
   ``on_error='skip'``: bad items found when the source is opened are left out of the catalog; items
   that fail later, while decoding, are left out of :meth:`Source.iter_batches`; both are listed in
   ``src.rejected`` as ``(ref, reason)``. :meth:`Source.read` always returns exactly the rows asked
@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from galmo.errors import BadInput, GalmoError
+from galmo.core.errors import BadInput, GalmoError
 
 ON_ERROR = ("raise", "skip")
 
@@ -305,7 +305,7 @@ def label_columns(labels: Iterable, n: int | None = None) -> tuple[np.ndarray, n
 
 def write_rejected(src: Source, run_dir) -> Path:
     """Write ``run_dir/rejected.csv`` (columns ``ref``, ``reason``) atomically; header only if none."""
-    from galmo.io import atomic_path
+    from galmo.core.io import atomic_path
 
     path = Path(run_dir) / "rejected.csv"
     df = pd.DataFrame(src.rejected, columns=["ref", "reason"])

@@ -7,9 +7,9 @@ filter keyword, such as segmentation maps and masks, or EXTNAME like MASK, SEG, 
 DQ, PSF) are ignored.
 
 Kinds: ``'flux'`` = the raw values as float32, ``'image'`` = per-band arcsinh stretch to [0, 1]
-(:func:`galmo.transforms.asinh_stretch`). NaN/Inf pixels are counted (catalog column ``nan_frac``)
+(:func:`galmo.core.transforms.asinh_stretch`). NaN/Inf pixels are counted (catalog column ``nan_frac``)
 and filled with the per-band median of the finite pixels (after the stretch for ``'image'``); an
-image without finite pixels is a :class:`~galmo.errors.BadInput`. Images of another size than the
+image without finite pixels is a :class:`~galmo.core.errors.BadInput`. Images of another size than the
 common ``size`` (default: the first image's) are resized (or centre-cropped, ``fit='crop'``).
 
 Every file is read once when the source is opened (FITS cutouts are small), so broken files,
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galmo.errors import BadInput, GalmoError
+from galmo.core.errors import BadInput, GalmoError
 from galmo.sources.base import FileSource, parse_size, thread_map
 
 FITS_EXTS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
@@ -250,7 +250,7 @@ class FitsSource(FileSource):
                        f"the per-band median", warn=False)
 
     def _load(self, path: str, kind: str) -> np.ndarray:
-        from galmo.transforms import asinh_stretch
+        from galmo.core.transforms import asinh_stretch
 
         raw, _ = read_fits_image(path)
         mask = ~np.isfinite(raw)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galmo.errors import BadInput, GalmoError
+from galmo.core.errors import BadInput, GalmoError
 from galmo.sources.base import FileSource, apply_label_csv, label_columns, parse_size, thread_map
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")

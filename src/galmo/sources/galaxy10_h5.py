@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galmo.errors import BadInput, GalmoError
-from galmo.schema import GALAXY10_CLASSES
+from galmo.core.errors import BadInput, GalmoError
+from galmo.core.schema import GALAXY10_CLASSES
 from galmo.sources.base import Source
 
 DEFAULT_BANDS = ("g", "r", "z")
@@ -179,7 +179,7 @@ class Galaxy10Source(Source):
         truth = self.path.with_name(self.path.name.rsplit(".", 1)[0] + ".truth.parquet")
         if not truth.is_file():
             return
-        from galmo.catalog import merge_on_id, read_catalog
+        from galmo.core.catalog import merge_on_id, read_catalog
 
         t = read_catalog(truth)
         missing = int((~self.catalog["id"].isin(t["id"])).sum())

@@ -1,7 +1,7 @@
 """Galaxy Zoo 2 as published for the Kaggle Galaxy Challenge (Willett et al. 2013).
 
 ``training_solutions_rev1.csv`` holds ``GalaxyID`` and the 37 cumulative vote fractions
-``Class1.1`` .. ``Class11.6`` (:data:`galmo.schema.ANSWER_COLUMNS`, in that order); the images are
+``Class1.1`` .. ``Class11.6`` (:data:`galmo.core.schema.ANSWER_COLUMNS`, in that order); the images are
 ``images_training_rev1/<GalaxyID>.jpg`` (424×424 SDSS gri composites: R=i, G=r, B=g, so the bands
 read blue-first are ``('g', 'r', 'i')``).
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galmo.errors import BadInput, GalmoError
-from galmo.schema import ANSWER_COLUMNS, QUESTION_SLICES, QUESTIONS
+from galmo.core.errors import BadInput, GalmoError
+from galmo.core.schema import ANSWER_COLUMNS, QUESTION_SLICES, QUESTIONS
 from galmo.sources.folder import ImageFolderSource, image_header
 
 SOLUTIONS = "training_solutions_rev1.csv"
@@ -85,7 +85,7 @@ def read_solutions(csv: Path) -> pd.DataFrame:
         shown = ", ".join(missing[:12]) + (f" ... ({len(missing)} in all)" if len(missing) > 12 else "")
         raise GalmoError(f"Galaxy Zoo CSV is missing columns {shown}; expected GalaxyID and "
                          f"Class1.1 .. Class11.6", path=csv)
-    from galmo.catalog import validate_catalog
+    from galmo.core.catalog import validate_catalog
 
     cat = validate_catalog(df.rename(columns={"GalaxyID": "id"})[["id"] + ANSWER_COLUMNS], csv)
     try:

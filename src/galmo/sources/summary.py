@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from galmo.schema import ANSWER_COLUMNS
+from galmo.core.schema import ANSWER_COLUMNS
 from galmo.sources.base import Source
 
 LABEL_COLUMNS = ("label", "label_name", "class", "class_name", "anomaly", "is_anomaly")

@@ -1,0 +1,66 @@
+"""The ``galmo`` command: thin verbs over the library.
+
+One module per verb group under ``galmo.cli``: each module listed in ``COMMAND_MODULES`` exposes
+``register(subparsers)``, which adds its verbs with ``set_defaults(func=...)``. ``func(args)``
+returns an exit status (0 or None for success).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from galmo import __version__
+from galmo.core.errors import GalmoError
+
+COMMAND_MODULES = [
+    "galmo.cli.commands",  # simulate, info, show, demo
+    "galmo.cli.embeddings",  # pretrain, embed, similar, outliers, probe
+    "galmo.cli.supervised",  # train, predict, evaluate
+    "galmo.cli.cluster",  # cluster
+]
+
+
+def add_common(p: argparse.ArgumentParser, *, device: bool = False, on_error: bool = False,
+               seed: bool = False, batch_size: int | None = None) -> None:
+    """Options shared by many verbs, spelled the same everywhere."""
+    if device:
+        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    if on_error:
+        p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                       help="bad input: stop with a message (raise) or skip it and list it in rejected.csv")
+    if batch_size is not None:
+        p.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="galmo", description="Galaxy morphology from survey images.")
+    parser.add_argument("--version", action="version", version=f"galmo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        rc = args.func(args)
+    except GalmoError as e:
+        print(f"galmo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("galmo: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m galmo.cli``."""
+
+import sys
+
+from galmo.cli import main
+
+sys.exit(main())

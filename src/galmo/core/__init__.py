@@ -1,0 +1,1 @@
+"""Framework-free pieces (numpy, pandas, astropy; never torch): errors, catalogs, schemas, metrics, io."""

@@ -1,0 +1,1 @@
+"""One package per method: config.py (its settings), run.py (the library calls), report.py."""

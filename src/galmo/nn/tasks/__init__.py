@@ -1,0 +1,1 @@
+"""What a training loop optimises: one task per file (loss + evaluate on a loader)."""
