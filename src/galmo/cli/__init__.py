@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "galmo.cli.embeddings",  # pretrain, embed, similar, outliers, probe
     "galmo.cli.supervised",  # train, predict, evaluate
     "galmo.cli.cluster",  # cluster
+    "galmo.cli.runs",  # run, report
 ]
 
 

@@ -1,18 +1,20 @@
-"""One HTML report per run, assembled from the sections that each stage leaves in the run folder.
+"""One HTML report per run, rendered from the run folder through Jinja2 templates.
 
-A stage calls :func:`add_section` with a key (which also orders the sections), a title, an HTML
-body (use :func:`table_html` for tables) and figure paths. :func:`build_report` turns every
-``sections/*.json`` of a run folder into ``report.html`` with the figures embedded, so the report
-is one self-contained file.
+A method writes its section with :func:`add_section`: a key (which also orders the sections), a
+title, a body rendered from a template (:func:`render`; templates live in ``galmo/report/templates``
+and in each method's ``templates/`` folder, and share the macros of ``macros.html.j2``) and figure
+paths. :func:`build_report` renders every ``sections/*.json`` of a run folder into ``report.html``
+with the figures embedded, so the report is one self-contained file. ``galmo report RUN``
+(:func:`rebuild`) first asks each method to render its section again from the files of the run.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -20,6 +22,45 @@ from galmo.core.io import write_json, write_text
 
 # Order of well-known sections; unknown keys sort after these, alphabetically.
 ORDER = ["overview", "cluster", "supervised", "embeddings", "augment", "lowdata"]
+# Methods whose report.py can render their section again from a run folder (``galmo report``).
+SECTION_BUILDERS = ["galmo.methods.overview", "galmo.methods.unsupervised.report",
+                    "galmo.methods.supervised.report", "galmo.methods.embeddings.report"]
+
+
+@lru_cache(maxsize=1)
+def environment():
+    """The Jinja2 environment of every report template (HTML autoescaped; filters ``fmt`` and ``table``)."""
+    import jinja2
+
+    root = Path(__file__).resolve().parents[1]
+    folders = [Path(__file__).parent / "templates"] + sorted(root.glob("methods/*/templates"))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(f) for f in folders]),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
+                             lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["fmt"] = fmt
+    env.filters["table"] = lambda df, float_fmt="{:.3g}": jinja2.utils.markupsafe.Markup(table_html(df, float_fmt))
+    return env
+
+
+def render(template: str, **context) -> str:
+    """The named template rendered with ``context``."""
+    return environment().get_template(template).render(**context)
+
+
+def fmt(v) -> str:
+    """A metric value as shown in reports: floats to 4 significant digits."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def table_html(df, float_fmt: str = "{:.3g}", index: bool = False, max_rows: int = 200) -> str:
+    """A pandas DataFrame as a compact HTML table (pandas escapes the cells)."""
+    return df.head(max_rows).to_html(index=index, float_format=lambda x: float_fmt.format(x),
+                                     border=0, classes="tbl", na_rep="–")
+
+
+def metrics_html(d: dict) -> str:
+    """A flat dict of metrics as a two-column table (the ``metrics`` macro)."""
+    return environment().from_string('{% import "macros.html.j2" as m %}{{ m.metrics(d) }}').render(d=d)
 
 
 def add_section(run_dir: str | os.PathLike, key: str, title: str, body_html: str = "",
@@ -41,57 +82,52 @@ def _relative(fig, run_dir: Path) -> str:
     return str(fig)
 
 
-def table_html(df, float_fmt: str = "{:.3g}", index: bool = False, max_rows: int = 200) -> str:
-    """A pandas DataFrame as a compact HTML table."""
-    return df.head(max_rows).to_html(index=index, float_format=lambda x: float_fmt.format(x),
-                                     border=0, classes="tbl", na_rep="–")
-
-
-def metrics_html(d: dict) -> str:
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in d.items())
-    return f"<table class='tbl'>{rows}</table>"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
-h1{border-bottom:2px solid #345}h2{margin-top:2em;color:#234;border-bottom:1px solid #ccc}
-table.tbl{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-.tbl td,.tbl th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:right}
-figure{display:inline-block;margin:.5em;vertical-align:top;max-width:100%}
-figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85em;color:#555}
-nav a{margin-right:1em}.meta{color:#666;font-size:.85em}
-"""
-
-
 def _sort_key(key: str):
     return (ORDER.index(key), key) if key in ORDER else (len(ORDER), key)
 
 
 def build_report(run_dir: str | os.PathLike, title: str | None = None) -> Path:
+    """``run_dir/report.html`` from the sections of the run folder (figures embedded)."""
     run_dir = Path(run_dir)
-    sections = []
-    for f in (run_dir / "sections").glob("*.json"):
-        sections.append(json.loads(f.read_text()))
+    sections = [json.loads(f.read_text()) for f in (run_dir / "sections").glob("*.json")]
     sections.sort(key=lambda s: _sort_key(s["key"]))
-    title = title or f"galmo report — {run_dir.name}"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p class='meta'>generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {html.escape(str(run_dir))}</p>",
-             "<nav>" + "".join(f"<a href='#{s['key']}'>{html.escape(s['title'])}</a>" for s in sections) + "</nav>"]
+    meta_path = run_dir / "sections" / "_title.txt"
+    if title:
+        write_text(meta_path, title)
+    elif meta_path.exists():
+        title = meta_path.read_text()
     for s in sections:
-        parts.append(f"<h2 id='{s['key']}'>{html.escape(s['title'])}</h2>{s['body']}")
+        figs = []
         for fig, cap in zip(s["figures"], s["captions"]):
             p = next((c for c in (run_dir / fig, Path(fig)) if c.exists()), None)
-            if p is None:
+            if p is not None:
+                figs.append({"path": fig, "caption": cap, "data": base64.b64encode(p.read_bytes()).decode()})
+        s["figures"] = figs
+    html = render("report.html.j2", title=title or f"galmo report — {run_dir.name}", sections=sections,
+                  generated=time.strftime("%Y-%m-%d %H:%M:%S"), run_dir=str(run_dir))
+    return write_text(run_dir / "report.html", html)
+
+
+def rebuild(run_dir: str | os.PathLike) -> Path:
+    """Render every section again from the run folder's files, then the report (``galmo report RUN``).
+    Each module of :data:`SECTION_BUILDERS` that exists offers ``section(run_dir) -> bool`` (False:
+    nothing of that method in this folder)."""
+    import importlib
+
+    from galmo.core.errors import GalmoError
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise GalmoError("not a run folder", path=run_dir)
+    for name in SECTION_BUILDERS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
                 continue
-            data = base64.b64encode(p.read_bytes()).decode()
-            parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(fig)}'>"
-                         f"<figcaption>{html.escape(cap or fig)}</figcaption></figure>")
-    parts.append("</body></html>")
-    return write_text(run_dir / "report.html", "\n".join(parts))
+            raise
+        if hasattr(mod, "section"):
+            mod.section(run_dir)
+    if not list((run_dir / "sections").glob("*.json")):
+        raise GalmoError("nothing to report: no method's outputs in this folder", path=run_dir)
+    return build_report(run_dir)

@@ -1,0 +1,198 @@
+"""One dataclass per method: every option, its default and its help written once.
+
+A method's ``config.py`` declares ``@dataclass class XConfig(Config)`` with fields made by
+:func:`option`. From that one declaration come
+
+* the command-line flags (:func:`add_options`: ``--name-with-dashes``, type from the annotation,
+  booleans as ``--x/--no-x``, the default shown in the help), read back by :meth:`Config.from_args`;
+* ``config.json`` in the run folder (:meth:`Config.save`: the fields plus the method name and the
+  library versions), loaded back by :meth:`Config.load` (``galmo run CONFIG.json`` re-runs it).
+
+Framework-free: importing this module imports no torch (the CLI builds its parser from configs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, ClassVar
+
+from galmo.core.errors import GalmoError
+
+CONFIG_FILE = "config.json"
+VERSIONED = ("galmo", "numpy", "scipy", "scikit-learn", "astropy", "torch", "timm", "galsim", "faiss-cpu",
+             "onnxruntime", "diffusers")
+
+
+def option(default: Any = None, help: str = "", *, flag: str | None = None, choices=None, metavar: str | None = None,
+           cli: bool = True, short: str | None = None, default_factory=None):
+    """A config field with its command-line help. ``flag``: the flag's name when it is not the field's
+    name with dashes; ``cli=False``: a library-only setting (still saved in config.json); ``short``:
+    an extra short flag such as ``-k``. Lists and tuples take ``default_factory`` or a tuple default."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "cli": cli, "short": short}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a result depends on (from package metadata: no imports)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _base_type(tp) -> tuple[type, bool, bool]:
+    """(element type, optional, sequence) of an annotation such as ``int | None`` or ``tuple[int, ...]``."""
+    optional = False
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        tp = args[0] if len(args) == 1 else str  # a union of several types is parsed as text
+        origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return (args[0] if args else str), optional, True
+    return tp, optional, False
+
+
+@dataclasses.dataclass
+class Config:
+    """Base of every method's config. Subclasses set ``method`` (the verb that runs them)."""
+
+    method: ClassVar[str] = ""
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, path=None):
+        """The config from a dict of field values; unknown keys are an error (a typo must not pass)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise GalmoError(f"unknown {cls.method or cls.__name__} setting(s): {', '.join(unknown)}", path=path)
+        hints = typing.get_type_hints(cls)
+        kw = {}
+        for k, v in d.items():
+            _, _, seq = _base_type(hints[k])
+            kw[k] = tuple(v) if seq and isinstance(v, list) and typing.get_origin(
+                _strip_optional(hints[k])) is tuple else v
+        return cls(**kw)
+
+    def save(self, run_dir, **extra) -> Path:
+        """``run_dir/config.json``: {"method", "config": fields, "versions", **extra}, written atomically."""
+        from galmo.core.io import write_json
+
+        return write_json(Path(run_dir) / CONFIG_FILE, {"method": self.method, "config": self.to_dict(),
+                                                        "versions": library_versions(), **extra})
+
+    @classmethod
+    def load(cls, path):
+        """The config saved by :meth:`save` (a run folder or its config.json)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_FILE
+        d = read_config_file(path)
+        if cls.method and d.get("method") != cls.method:
+            raise GalmoError(f"this is a {d.get('method')!r} config, not {cls.method!r}", path=path)
+        return cls.from_dict(d.get("config", {}), path=path)
+
+    # ------------------------------------------------------------------ command line
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **override):
+        """The config from parsed flags made by :func:`add_options` (fields without a flag keep their
+        defaults unless given in ``override``)."""
+        kw = {}
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in override:
+                kw[f.name] = override[f.name]
+            elif f.metadata.get("cli", True) and hasattr(args, f.name):
+                v = getattr(args, f.name)
+                if isinstance(v, list) and typing.get_origin(_strip_optional(hints[f.name])) is tuple:
+                    v = tuple(v)
+                kw[f.name] = v
+        return cls(**kw)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def _strip_optional(tp):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def _jsonable(v):
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, os.PathLike):
+        return str(v)
+    return v
+
+
+def read_config_file(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise GalmoError("no such config file", path=path)
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GalmoError(f"config is not valid JSON ({e})", path=path) from None
+    if not isinstance(d, dict):
+        raise GalmoError("config must be a JSON object", path=path)
+    return d
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type[Config], *, exclude=(), only=None,
+                required=()) -> None:
+    """Add one flag per field of ``cls`` (except ``exclude``; only ``only`` when given) to ``parser``.
+    Every flag gets its help and its shown default; ``required`` fields become required flags."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True) or f.name in exclude or (only is not None and f.name not in only):
+            continue
+        m = f.metadata
+        flag = "--" + (m.get("flag") or f.name.replace("_", "-"))
+        names = [flag] + ([m["short"]] if m.get("short") else [])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        tp, optional, seq = _base_type(hints[f.name])
+        help_ = m.get("help") or ""
+        if not help_:
+            raise TypeError(f"{cls.__name__}.{f.name} has no help text")
+        kw: dict[str, Any] = {"dest": f.name, "help": help_}
+        if f.name in required:
+            kw["required"] = True
+        else:
+            kw["default"] = list(default) if isinstance(default, tuple) else default
+            shown = ("none" if default is None else " ".join(map(str, default)) if isinstance(default, (list, tuple))
+                     else str(default).lower() if isinstance(default, bool) else str(default))
+            kw["help"] = f"{help_} (default: {shown})".replace("%", "%%")
+        if tp is bool and not seq:
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if tp in (int, float, str):
+            kw["type"] = tp
+        if seq:
+            kw["nargs"] = "+"
+        if m.get("choices"):
+            kw["choices"] = list(m["choices"])
+        if m.get("metavar"):
+            kw["metavar"] = m["metavar"]
+        parser.add_argument(*names, **kw)
