@@ -196,3 +196,47 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Config], *, exclude=(
         if m.get("metavar"):
             kw["metavar"] = m["metavar"]
         parser.add_argument(*names, **kw)
+
+
+# ---------------------------------------------------------------------- the shared vocabulary
+# A flag that several verbs take means the same everywhere: configs declare these fields with the
+# factories below, never with their own help text.
+HELP = {
+    "data": "image source: Galaxy10 HDF5, FITS file or folder, PNG/JPEG folder, GZ2 CSV, or a catalog "
+            "(see galmo info)",
+    "device": "auto (CUDA when present), cpu, cuda, cuda:1 ...",
+    "seed": "random seed; the same seed and data give the same result",
+    "on_error": "bad input: stop with a message (raise) or skip it and list it in rejected.csv (skip)",
+    "batch_size": "images per batch",
+    "progress": "progress bars",
+    "emb": "embeddings .parquet written by galmo embed",
+    "epochs": "passes over the training images",
+    "lr": "peak learning rate (AdamW, warm-up then cosine decay)",
+    "max_images": "use a seeded random subset of this many galaxies (none: all)",
+    "resume": "continue the interrupted run in --out from its last checkpoint",
+    "image_size": "pixels the images are resized to before the network: one number (square) or HEIGHT WIDTH",
+}
+
+
+def data_option(required: bool = True):
+    return option(None, HELP["data"], metavar="SOURCE")
+
+
+def device_option():
+    return option("auto", HELP["device"])
+
+
+def seed_option():
+    return option(0, HELP["seed"])
+
+
+def on_error_option():
+    return option("raise", HELP["on_error"], choices=("raise", "skip"))
+
+
+def batch_size_option(default: int):
+    return option(default, HELP["batch_size"])
+
+
+def progress_option():
+    return option(True, HELP["progress"])
