@@ -99,3 +99,19 @@ def test_merge_on_id_keeps_left_order():
     assert list(ints["id"]) == ["5", "7"] and list(ints["v"]) == [5, 7]
     with pytest.raises(GalmoError, match="right catalog: catalog has 1 duplicate ids"):
         merge_on_id(left, pd.concat([right, right.iloc[:1]]))
+
+
+def test_fits_missing_values_round_trip(tmp_path):
+    df = pd.DataFrame({"id": ["a", "b", "c"],
+                       "n": pd.array([4, None, 6], dtype="Int64"),      # nullable integers stay nullable
+                       "name": ["x", None, "z"],                        # missing text becomes ''
+                       "flag": pd.array([True, None, False], dtype="boolean"),
+                       "kind": pd.Categorical(["s", "e", "s"]),
+                       "z": np.array([0.1, np.nan, 0.3], ">f8")})      # big-endian in, native out
+    back = read_catalog(write_catalog(df, tmp_path / "m.fits"))
+    assert list(back.columns) == list(df.columns)
+    assert str(back["n"].dtype) == "Int64" and back["n"].tolist()[0] == 4 and back["n"].isna().tolist() == [False, True, False]
+    assert list(back["name"]) == ["x", "", "z"] and list(back["flag"]) == [True, False, False]
+    assert list(back["kind"]) == ["s", "e", "s"]
+    assert back["z"].dtype == np.float64 and back["z"].dtype.isnative and np.isnan(back["z"].iat[1])
+    np.testing.assert_allclose(back["z"].to_numpy()[[0, 2]], [0.1, 0.3])

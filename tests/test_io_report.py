@@ -71,3 +71,56 @@ def test_offline_backbone_loads_real_weights_and_refuses_unknown(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(GalmoError, match="cannot read weights"):
         create_backbone("resnet18", weights=str(bad))
+
+
+def test_noise_sigma_and_sigma_nmad_are_the_mad_of_astropy():
+    from astropy.stats import mad_std
+
+    from galmo.core.metrics import sigma_nmad
+    from galmo.core.transforms import noise_sigma
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(0, 0.05, (3, 2, 40, 40)).astype(np.float32)
+    X[:, 1] *= 2
+    s = noise_sigma(X)
+    assert s.shape == (3, 2) and s.dtype == np.float32
+    np.testing.assert_allclose(s[:, 0], 0.05, rtol=0.1)
+    np.testing.assert_allclose(s[:, 1], 0.10, rtol=0.1)
+    d = np.diff(X, axis=-1).reshape(3, 2, -1)  # the hand-written formula it replaced, to the bit
+    assert np.array_equal(s, (1.4826 * np.median(np.abs(d - np.median(d, -1, keepdims=True)), -1)
+                              / np.sqrt(2.0)).astype(np.float32))
+    z = rng.uniform(0, 0.3, 400)
+    zp = z + rng.normal(0, 0.02, 400) * (1 + z)
+    dz = (zp - z) / (1 + z)
+    assert sigma_nmad(z, zp) == mad_std(dz)
+    assert sigma_nmad(z, zp) == pytest.approx(1.4826 * np.median(np.abs(dz - np.median(dz))), rel=2e-6)
+    assert sigma_nmad(z, zp) == pytest.approx(0.02, rel=0.15)
+
+
+def test_contingency_counts_and_leaves_out_negatives():
+    from galmo.core.metrics import contingency, purity
+
+    groups = [0, 0, 2, 2, 2, -1, 0, 5]
+    classes = [1, 1, 3, 1, 3, 3, -1, 3]
+    table, g, c = contingency(groups, classes)
+    assert list(g) == [0, 2, 5] and list(c) == [1, 3]
+    assert table.tolist() == [[2, 0], [1, 2], [0, 1]] and table.dtype == np.int64
+    assert purity(groups, classes) == pytest.approx(5 / 6)
+    empty, g, c = contingency([-1], [0])
+    assert empty.shape == (0, 0) and len(g) == len(c) == 0
+
+
+def test_plots_leave_the_users_backend_and_style_alone(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); size = matplotlib.rcParams['font.size']\n"
+            "import galmo.plots as p\n"
+            f"p.bar({{'a': 1, 'b': 2}}, r'{tmp_path / 'b.png'}')\n"
+            "import sys; print(matplotlib.get_backend(), matplotlib.rcParams['font.size'] == size,"
+            " 'matplotlib.pyplot' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["svg", "True", "False"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "b.png").format == "PNG"

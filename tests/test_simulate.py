@@ -316,3 +316,53 @@ def test_colours_asymmetry_and_bulges(sample):
     q = {c: _median(sample, lambda im, row: _axis_ratio(im), C[c]) for c in ("Edge-on with Bulge",
                                                                              "Edge-on without Bulge")}
     assert q["Edge-on with Bulge"] > q["Edge-on without Bulge"] + 0.05  # the bulge puffs up the centre
+
+
+# --------------------------------------------------------------------------------------------
+# the default sample and the cosmology behind it
+# --------------------------------------------------------------------------------------------
+# The first galaxies of the default sample (3000 galaxies, 64 px, seed 0) as rendered today: class,
+# sum of the uint8 composite, sum of the flux, redshift. A change here changes the default sample and
+# every number measured on it; bump RECIPE_VERSION (and these values) only when that is intended.
+DEFAULT_SAMPLE_HEAD = [(4, 521107, 543.4552928993999, 0.11211263627227107),
+                       (8, 585531, 1932.3281655198634, 0.04097778347627324),
+                       (1, 519752, 1729.0068197389583, 0.05516990671418085),
+                       (0, 691750, 2724.0458260894793, 0.046109690615131434)]
+
+
+def test_default_sample_is_unchanged():
+    from galmo.simulate import DEFAULT_N, DEFAULT_SIZE
+    from galmo.simulate.render import render_galaxy
+    from galmo.simulate.run import assign_classes
+
+    classes = assign_classes(DEFAULT_N, parse_class_weights(None), 0)
+    for i, (cls, image_sum, flux_sum, z) in enumerate(DEFAULT_SAMPLE_HEAD):
+        assert classes[i] == cls
+        g = render_galaxy(0, i, cls, DEFAULT_SIZE)
+        assert int(g["image"].astype(np.int64).sum()) == image_sum
+        assert float(g["flux"].astype(np.float64).sum()) == pytest.approx(flux_sum, rel=1e-6)
+        assert g["truth"]["redshift"] == pytest.approx(z, rel=1e-12)
+
+
+def test_cosmology_agrees_with_astropy():
+    from astropy.cosmology import FlatLambdaCDM
+
+    from galmo.simulate import physics as ph
+
+    cosmo = FlatLambdaCDM(H0=ph.H0, Om0=ph.OMEGA_M, Tcmb0=0.0)
+    z = np.linspace(0.01, 0.4, 40)
+    np.testing.assert_allclose(ph.comoving_distance(z), cosmo.comoving_distance(z).to_value("Mpc"), rtol=1e-7)
+    np.testing.assert_allclose(ph.distance_modulus(z), cosmo.distmod(z).to_value("mag"), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ph.kpc_per_arcsec(z), 1 / cosmo.arcsec_per_kpc_proper(z).value, rtol=1e-7)
+
+
+def test_class_weights_as_name_weight_pairs(tmp_path):
+    w = parse_class_weights("Merging=2, Round Smooth=1")
+    assert np.isclose(w[C["Merging"]], 2 / 3) and np.isclose(w[C["Round Smooth"]], 1 / 3) and np.isclose(w.sum(), 1)
+    assert np.array_equal(parse_class_weights("1=2,2=1"), w)
+    with pytest.raises(GalmoError, match="NAME=WEIGHT"):
+        parse_class_weights("Merging=2,Disturbed")
+    path = simulate(12, size=32, seed=1, out=tmp_path / "w.h5", class_weights="Merging=1", workers=1, progress=False)
+    data, attrs, _ = _load(path)
+    assert (data["ans"] == C["Merging"]).all()
+    assert json.loads(attrs["config"])["class_weights_arg"] == {"Merging": 1.0}  # recorded as the dict

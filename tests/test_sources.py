@@ -420,6 +420,20 @@ def test_broken_pngs(tmp_path):
     assert len(out) == 2 and out["reason"].str.len().min() > 10
 
 
+def test_a_bad_item_is_listed_once_however_often_it_is_read(tmp_path):
+    _png_folder(tmp_path, n=4)
+    truncate(tmp_path / "gal_1.png", 0.4)  # found while decoding, on every pass
+    truncate(tmp_path / "gal_3.png", 0.4)
+    src = open_source(tmp_path, on_error="skip")
+    for _ in range(3):
+        rows = np.concatenate([r for r, _ in src.iter_batches(batch_size=2, progress=False)])
+        assert list(rows) == [0, 2]
+    assert [Path(r).name for r, _ in src.rejected] == ["gal_1.png", "gal_3.png"]
+    assert len(pd.read_csv(write_rejected(src, tmp_path / "run"))) == 2
+    src.rejected = [("x", "first"), ("x", "second"), ("y", "other")]  # assigning keeps the first reason
+    assert src.rejected == [("x", "first"), ("y", "other")]
+
+
 # ================================================================================ dispatch
 def test_empty_unknown_and_missing_paths(tmp_path):
     (tmp_path / "empty").mkdir()

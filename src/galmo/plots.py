@@ -1,28 +1,56 @@
-"""Every figure of galmo, in one style (matplotlib, Agg backend). Each function writes a PNG
-atomically and returns its path."""
+"""Every figure of galmo, in one style (matplotlib, drawn on Agg canvases). Each function writes a
+PNG atomically and returns its path.
+
+Figures are :class:`matplotlib.figure.Figure` objects with their own Agg canvas, never pyplot's:
+importing this module or drawing a figure leaves the user's backend, open figures and rcParams
+as they were (the style applies only inside each function, through :func:`matplotlib.rc_context`).
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from galmo.core.io import atomic_path
 
-from galmo.core.io import atomic_path  # noqa: E402
+STYLE = {"figure.dpi": 100, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 9, "axes.grid": False,
+         "image.origin": "lower"}
 
-plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 9,
-                     "axes.grid": False, "image.origin": "lower"})
+
+def styled(fn):
+    """Draw ``fn``'s figure in galmo's :data:`STYLE` (restored afterwards)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+    """``(figure, axes)`` like :func:`matplotlib.pyplot.subplots`, on a private Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def colormap(name: str):
+    import matplotlib
+
+    return matplotlib.colormaps[name]
 
 
 def savefig(fig, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, bbox_inches="tight", format="png")
-    plt.close(fig)
     return Path(path)
 
 
@@ -38,13 +66,14 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
     return display_rgb(img)
 
 
+@styled
 def montage(images: Sequence[np.ndarray], path, titles: Sequence[str] | None = None, ncols: int = 8,
             suptitle: str | None = None, cell: float = 1.25) -> Path:
     """A grid of galaxies with optional titles (images as composites or (C, H, W) fluxes)."""
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, int(np.ceil(n / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + (0.3 if suptitle else 0)),
+    fig, axes = subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + (0.3 if suptitle else 0)),
                              squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()
@@ -58,10 +87,11 @@ def montage(images: Sequence[np.ndarray], path, titles: Sequence[str] | None = N
     return savefig(fig, path)
 
 
+@styled
 def class_grid(images_by_class: dict[str, Sequence[np.ndarray]], path, per_class: int = 6, cell: float = 1.1) -> Path:
     """One column per class, ``per_class`` examples each, class names on top."""
     names = list(images_by_class)
-    fig, axes = plt.subplots(per_class, len(names), figsize=(cell * len(names), cell * per_class + 0.6), squeeze=False)
+    fig, axes = subplots(per_class, len(names), figsize=(cell * len(names), cell * per_class + 0.6), squeeze=False)
     for j, name in enumerate(names):
         ims = list(images_by_class[name])
         for i in range(per_class):
@@ -74,8 +104,9 @@ def class_grid(images_by_class: dict[str, Sequence[np.ndarray]], path, per_class
     return savefig(fig, path)
 
 
+@styled
 def bar(counts: dict, path, title: str = "", xlabel: str = "", ylabel: str = "count") -> Path:
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = subplots(figsize=(6, 3))
     keys = [str(k) for k in counts]
     ax.bar(range(len(keys)), list(counts.values()), color="#3a6ea5")
     ax.set_xticks(range(len(keys)))
@@ -86,11 +117,12 @@ def bar(counts: dict, path, title: str = "", xlabel: str = "", ylabel: str = "co
     return savefig(fig, path)
 
 
+@styled
 def histograms(df, columns: Sequence[str], path, by: str | None = None, bins: int = 30, ncols: int = 4) -> Path:
     """Histograms of catalog columns, optionally one step-curve per value of ``by``."""
     columns = [c for c in columns if c in df.columns]
     nrows = max(1, int(np.ceil(len(columns) / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 2.3 * nrows), squeeze=False)
+    fig, axes = subplots(nrows, ncols, figsize=(3 * ncols, 2.3 * nrows), squeeze=False)
     for ax, col in zip(axes.flat, columns):
         vals = df[col].to_numpy(dtype=float)
         finite = np.isfinite(vals)
@@ -110,12 +142,13 @@ def histograms(df, columns: Sequence[str], path, by: str | None = None, bins: in
     return savefig(fig, path)
 
 
+@styled
 def confusion(matrix: np.ndarray, path, row_labels: Sequence[str], col_labels: Sequence[str],
               title: str = "", normalize: str | None = "row", xlabel: str = "predicted", ylabel: str = "true") -> Path:
     """A confusion (or contingency) matrix with counts annotated; colour by row fraction."""
     m = np.asarray(matrix, dtype=float)
     shown = m / np.maximum(m.sum(axis=1, keepdims=True), 1) if normalize == "row" else m
-    fig, ax = plt.subplots(figsize=(0.45 * len(col_labels) + 2.5, 0.4 * len(row_labels) + 1.8))
+    fig, ax = subplots(figsize=(0.45 * len(col_labels) + 2.5, 0.4 * len(row_labels) + 1.8))
     ax.imshow(shown, cmap="Blues", origin="upper", aspect="auto")
     ax.set_xticks(range(len(col_labels)))
     ax.set_xticklabels([str(c) for c in col_labels], rotation=45, ha="right", fontsize=7)
@@ -132,14 +165,15 @@ def confusion(matrix: np.ndarray, path, row_labels: Sequence[str], col_labels: S
     return savefig(fig, path)
 
 
+@styled
 def scatter_labels(xy: np.ndarray, labels, path, title: str = "", xlabel: str = "", ylabel: str = "",
                    s: float = 4.0, names: dict | None = None) -> Path:
     """A 2-D map coloured by label (categorical)."""
     xy = np.asarray(xy)
     labels = np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = subplots(figsize=(6, 5))
     uniq = [u for u in np.unique(labels)]
-    cmap = plt.get_cmap("tab20" if len(uniq) > 10 else "tab10")
+    cmap = colormap("tab20" if len(uniq) > 10 else "tab10")
     for k, u in enumerate(uniq):
         sel = labels == u
         ax.scatter(xy[sel, 0], xy[sel, 1], s=s, color=cmap(k % cmap.N), label=str(names.get(u, u) if names else u),
@@ -152,10 +186,11 @@ def scatter_labels(xy: np.ndarray, labels, path, title: str = "", xlabel: str = 
 
 
 # ---------------------------------------------------------------- supervised (issue 4)
+@styled
 def accuracy_coverage_curve(curves: dict, path, title: str = "accuracy vs coverage",
                             marks: Sequence[float] = (0.5,)) -> Path:
     """Accuracy of the most confident fraction vs that fraction; ``curves`` maps label → (coverage, accuracy)."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    fig, ax = subplots(figsize=(4.5, 3.4))
     for label, (cov, acc) in curves.items():
         ax.plot(np.asarray(cov) * 100, np.asarray(acc) * 100, label=str(label))
     for m in marks:
@@ -170,12 +205,13 @@ def accuracy_coverage_curve(curves: dict, path, title: str = "accuracy vs covera
     return savefig(fig, path)
 
 
+@styled
 def reliability_diagram(bins: dict, path, ece: float | None = None, title: str = "reliability") -> Path:
     """Accuracy vs confidence per bin (``galmo.core.metrics.reliability_bins``) with the diagonal and counts."""
     edges = np.asarray(bins["edges"])
     centers = (edges[:-1] + edges[1:]) / 2
     ok = np.asarray(bins["count"]) > 0
-    fig, (ax, axc) = plt.subplots(2, 1, figsize=(4.2, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, axc) = subplots(2, 1, figsize=(4.2, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.bar(centers[ok], np.asarray(bins["accuracy"])[ok], width=np.diff(edges)[ok], edgecolor="#234",
            color="#3a6ea5", alpha=0.8, label="accuracy")
     ax.plot([0, 1], [0, 1], color="#c33", lw=1, label="perfect calibration")
@@ -194,7 +230,7 @@ def reliability_diagram(bins: dict, path, ece: float | None = None, title: str =
 # ---------------------------------------------------------------- morphology planes (unsupervised, issue 3)
 def _by_group_scatter(ax, df, x: str, y: str, by: str | None):
     keys = sorted(df[by].unique()) if by else [None]
-    cmap = plt.get_cmap("tab20" if len(keys) > 10 else "tab10")
+    cmap = colormap("tab20" if len(keys) > 10 else "tab10")
     for k, key in enumerate(keys):
         sub = df if key is None else df[df[by] == key]
         ok = np.isfinite(sub[x].to_numpy(float)) & np.isfinite(sub[y].to_numpy(float))
@@ -204,10 +240,11 @@ def _by_group_scatter(ax, df, x: str, y: str, by: str | None):
         ax.legend(fontsize=5.5, ncol=2, markerscale=1.5, loc="best", title=by, title_fontsize=6)
 
 
+@styled
 def gini_m20(df, path, by: str | None = "group", title: str = "Gini–M20") -> Path:
     """Galaxies on the Gini–M20 plane with the Lotz, Primack & Madau (2008) dividing lines
     (mergers above G = −0.14 M20 + 0.33; E/S0/Sa above G = 0.14 M20 + 0.80, Sb–Ir below)."""
-    fig, ax = plt.subplots(figsize=(5, 4.2))
+    fig, ax = subplots(figsize=(5, 4.2))
     _by_group_scatter(ax, df, "m20", "gini", by)
     m = np.linspace(-3.0, 0.0, 50)
     ax.plot(m, -0.14 * m + 0.33, "k--", lw=1)
@@ -224,10 +261,11 @@ def gini_m20(df, path, by: str | None = "group", title: str = "Gini–M20") -> P
     return savefig(fig, path)
 
 
+@styled
 def concentration_asymmetry(df, path, by: str | None = "group", title: str = "C–A") -> Path:
     """Galaxies on the concentration–asymmetry plane; the dashed line A = 0.35 is Conselice (2003)'s
     merger limit."""
-    fig, ax = plt.subplots(figsize=(5, 4.2))
+    fig, ax = subplots(figsize=(5, 4.2))
     _by_group_scatter(ax, df, "asymmetry", "concentration", by)
     ax.axvline(0.35, color="k", ls="--", lw=1)
     ax.text(0.36, ax.get_ylim()[1] * 0.97 if np.isfinite(ax.get_ylim()[1]) else 5, "mergers", fontsize=7, va="top")

@@ -15,7 +15,9 @@ from galmo import __version__
 from galmo.core.errors import GalmoError
 
 COMMAND_MODULES = [
-    "galmo.cli.commands",  # simulate, info, show, demo
+    "galmo.cli.simulate",  # simulate
+    "galmo.cli.sources",  # info, show
+    "galmo.cli.demo",  # demo
     "galmo.cli.embeddings",  # pretrain, embed, similar, outliers, probe
     "galmo.cli.supervised",  # train, predict, evaluate
     "galmo.cli.cluster",  # cluster
@@ -25,16 +27,27 @@ COMMAND_MODULES = [
 
 def add_common(p: argparse.ArgumentParser, *, device: bool = False, on_error: bool = False,
                seed: bool = False, batch_size: int | None = None) -> None:
-    """Options shared by many verbs, spelled the same everywhere."""
+    """Options shared by many verbs, with the help of the shared vocabulary
+    (:data:`galmo.core.config.HELP`), spelled as :func:`galmo.core.config.add_options` spells them."""
+    from galmo.core.config import HELP
+
     if device:
-        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+        p.add_argument("--device", default="auto", help=f"{HELP['device']} (default: auto)")
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument("--seed", type=int, default=0, help=f"{HELP['seed']} (default: 0)")
     if on_error:
         p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                       help="bad input: stop with a message (raise) or skip it and list it in rejected.csv")
+                       help=f"{HELP['on_error']} (default: raise)")
     if batch_size is not None:
-        p.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
+        p.add_argument("--batch-size", type=int, default=batch_size,
+                       help=f"{HELP['batch_size']} (default: {batch_size})")
+
+
+def add_source(p: argparse.ArgumentParser) -> None:
+    """The positional SOURCE of the verbs that look at one source (info, show)."""
+    from galmo.core.config import HELP
+
+    p.add_argument("path", metavar="SOURCE", help=HELP["data"])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,6 +77,9 @@ def read_catalog(path: str | os.PathLike, require_id: bool = True) -> pd.DataFra
 
 
 def _read_fits_table(path: Path) -> pd.DataFrame:
+    """The first table HDU as a DataFrame (:meth:`astropy.table.Table.to_pandas`: native byte
+    order, masked integers as nullable ``Int64``, masked floats as NaN); vector columns become
+    one array per row, byte strings text."""
     from astropy.io import fits
     from astropy.table import Table
 
@@ -87,32 +90,14 @@ def _read_fits_table(path: Path) -> pd.DataFrame:
                              "galmo.sources.open_source)", path=path)
         table = Table.read(hdu)
     table.meta.clear()
-    multidim = [c for c in table.colnames if table[c].ndim > 1]
-    data = {}
-    for name in table.colnames:
-        col = table[name]
-        if name in multidim:
-            data[name] = list(np.asarray(col))  # one array per row
-            continue
-        if col.dtype.kind == "S":  # astropy may leave bytes when character_as_bytes applies
-            col = np.char.decode(np.asarray(col), "utf-8")
-        if hasattr(col, "mask") and np.any(col.mask):
-            arr = np.ma.asarray(col)
-            if arr.dtype.kind in "iu":
-                data[name] = pd.array(arr.filled(0), dtype="Int64")
-                data[name][arr.mask] = pd.NA
-            elif arr.dtype.kind == "f":
-                data[name] = arr.filled(np.nan)
-            else:
-                data[name] = np.where(arr.mask, "", arr.filled("").astype(str))
-        else:
-            arr = np.asarray(col)
-            data[name] = arr.astype(str) if arr.dtype.kind in "US" else arr
-    df = pd.DataFrame(data)
+    vectors = [c for c in table.colnames if table[c].ndim > 1]
+    df = table[[c for c in table.colnames if c not in vectors]].to_pandas(index=False)
+    for name in vectors:
+        df[name] = list(np.asarray(table[name]))  # one array per row
     for name in df.columns:
-        if df[name].dtype.kind in "iuf" and df[name].dtype.byteorder == ">":
-            df[name] = df[name].astype(df[name].dtype.newbyteorder("="))
-    return df
+        if df[name].dtype == object and any(isinstance(v, bytes) for v in df[name]):
+            df[name] = [v.decode("utf-8") if isinstance(v, bytes) else v for v in df[name]]
+    return df[table.colnames]
 
 
 def validate_catalog(df: pd.DataFrame, path: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -173,25 +158,27 @@ def write_catalog(df: pd.DataFrame, path: str | os.PathLike, require_id: bool = 
 
 
 def _to_fits_table(df: pd.DataFrame):
+    """``df`` as an astropy Table (:meth:`astropy.table.Table.from_pandas`) that FITS can store:
+    text columns become fixed-width strings (missing → ''), columns of one array per row vector
+    columns, nullable booleans plain ones (missing → False)."""
     from astropy.table import Table
 
-    table = Table()
+    plain, vectors = {}, {}
     for name in df.columns:
         col = df[name]
         if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
-            first = next((v for v in col if v is not None and not (isinstance(v, float) and np.isnan(v))), "")
+            first = next((v for v in col if not _is_missing(v)), "")
             if isinstance(first, (np.ndarray, list, tuple)):
-                table[str(name)] = np.stack([np.asarray(v) for v in col])
+                vectors[str(name)] = np.stack([np.asarray(v) for v in col])
             else:
-                table[str(name)] = np.array(["" if _is_missing(v) else str(v) for v in col], dtype=str)
+                plain[str(name)] = np.array(["" if _is_missing(v) else str(v) for v in col], dtype=str)
         elif pd.api.types.is_bool_dtype(col.dtype):
-            table[str(name)] = col.to_numpy(dtype=bool, na_value=False)
-        elif isinstance(col.dtype, pd.CategoricalDtype):
-            table[str(name)] = col.astype(str).to_numpy(dtype=str)
-        elif pd.api.types.is_integer_dtype(col.dtype) and col.isna().any():  # nullable Int64
-            table[str(name)] = np.ma.masked_array(col.fillna(0).to_numpy(np.int64), mask=col.isna().to_numpy())
+            plain[str(name)] = col.to_numpy(dtype=bool, na_value=False)
         else:
-            table[str(name)] = col.to_numpy()
+            plain[str(name)] = col
+    table = Table.from_pandas(pd.DataFrame(plain, index=df.index))
+    for name, values in vectors.items():
+        table.add_column(values, name=name, index=[str(c) for c in df.columns].index(name))
     return table
 
 

@@ -4,29 +4,32 @@ each small, documented and tested."""
 
 from __future__ import annotations
 
-import numpy as np  # noqa: F401
+import numpy as np
 
 
 # ---------------------------------------------------------------- photometric-redshift scatter (embeddings, issue 5)
 def sigma_nmad(z_true, z_pred) -> float:
-    """Normalised median absolute deviation of Δz/(1+z): 1.4826 · median(|Δ − median(Δ)|)."""
+    """Normalised median absolute deviation of Δz/(1+z): :func:`astropy.stats.mad_std`, i.e.
+    1.482602 · median(|Δ − median(Δ)|) (1/Φ⁻¹(3/4); the hand-written 1.4826 gave 1.5e-6 less)."""
+    from astropy.stats import mad_std
+
     z_true = np.asarray(z_true, dtype=float)
     dz = (np.asarray(z_pred, dtype=float) - z_true) / (1.0 + z_true)
-    return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
+    return float(mad_std(dz))
 
 
 # ---------------------------------------------------------------- clustering (unsupervised, issue 3)
 def contingency(groups, classes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(groups × classes) count table, with the group and class values of its rows and columns.
-    Rows with a negative group or class (unclassified / unknown) are left out."""
+    """(groups × classes) count table (:func:`sklearn.metrics.cluster.contingency_matrix`), with the
+    sorted group and class values of its rows and columns. Rows with a negative group or class
+    (unclassified / unknown) are left out."""
+    from sklearn.metrics.cluster import contingency_matrix
+
     g = np.asarray(groups)
     c = np.asarray(classes)
     ok = (g >= 0) & (c >= 0)
-    gu, gi = np.unique(g[ok], return_inverse=True)
-    cu, ci = np.unique(c[ok], return_inverse=True)
-    table = np.zeros((len(gu), len(cu)), dtype=np.int64)
-    np.add.at(table, (gi, ci), 1)
-    return table, gu, cu
+    table = contingency_matrix(g[ok], c[ok]).astype(np.int64) if ok.any() else np.zeros((0, 0), np.int64)
+    return table, np.unique(g[ok]), np.unique(c[ok])
 
 
 def purity(groups, classes) -> float:
@@ -111,7 +114,11 @@ def high_agreement_accuracy(pred, true, threshold: float = 0.8, min_weight: floa
     conditional answer exceeds ``threshold``: is the predicted top answer the same? Returns the
     accuracy over Q1 alone, over all such (galaxy, question) pairs, and the counts.
     """
-    from galmo.core.schema import QUESTION_SLICES, conditional_from_cumulative, parent_weights
+    from galmo.core.schema import (
+        QUESTION_SLICES,
+        conditional_from_cumulative,
+        parent_weights,
+    )
 
     pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
     cp, ct, w = conditional_from_cumulative(pred), conditional_from_cumulative(true), parent_weights(true)

@@ -39,10 +39,30 @@ def _class_index(key) -> int:
     raise GalmoError(f"class_weights: unknown class {key!r}; use an index 0–9 or one of {GALAXY10_CLASSES}")
 
 
+def weights_arg(class_weights):
+    """``class_weights`` as :func:`simulate` records it: a ``"Merging=2,Round Smooth=1"`` string
+    becomes the dict {class index or name: weight}; anything else is returned as it is."""
+    if not isinstance(class_weights, str) or "=" not in class_weights \
+            or class_weights.strip().lower().startswith("rare:"):
+        return class_weights
+    out = {}
+    for part in class_weights.split(","):
+        if "=" not in part:
+            raise GalmoError(f"class_weights: expected NAME=WEIGHT pairs, got {part!r}")
+        key, val = part.split("=", 1)
+        try:
+            out[int(key) if key.strip().isdigit() else key.strip()] = float(val)
+        except ValueError:
+            raise GalmoError(f"class_weights: {part!r} should be NAME=WEIGHT with a number") from None
+    return out
+
+
 def parse_class_weights(class_weights) -> np.ndarray:
     """Normalised class fractions (10,) from None (balanced), a dict {class index or name: weight}
-    (classes not named get 0), or a string ``"rare:Merging=0.02[,Disturbed=0.05]"`` (the named
-    classes at those fractions, the others sharing the rest equally)."""
+    (classes not named get 0) or the same as a string ``"Merging=2,Round Smooth=1"``, or a string
+    ``"rare:Merging=0.02[,Disturbed=0.05]"`` (the named classes at those fractions, the others
+    sharing the rest equally)."""
+    class_weights = weights_arg(class_weights)
     k = len(GALAXY10_CLASSES)
     if class_weights is None or (isinstance(class_weights, str) and class_weights.strip() in ("", "balanced")):
         return np.full(k, 1.0 / k)
@@ -133,7 +153,8 @@ def simulate(n: int, size: int = 64, seed: int = 0, out: str | os.PathLike = "si
     n, size : number of galaxies and image side in pixels (images are size × size, bands g, r, z).
     seed : the same seed gives identical files for any number of workers.
     out : the HDF5 path; the truth table is written beside it as ``<stem>.truth.parquet``.
-    class_weights : None (balanced), a dict {class index or name: weight}, or ``"rare:Merging=0.02"``.
+    class_weights : None (balanced), a dict {class index or name: weight} (or ``"Merging=2,Round Smooth=1"``),
+        or ``"rare:Merging=0.02"``.
     anomalies : fraction of galaxies given a satellite trail, cosmic rays, a ring or a lensed arc.
     noiseless : also store the noise-free model images (``noiseless``).
     workers : processes (None → ``os.cpu_count()``).
@@ -144,6 +165,7 @@ def simulate(n: int, size: int = 64, seed: int = 0, out: str | os.PathLike = "si
     ``noiseless`` (N, 3, H, W) float32 nanomaggies per pixel.
     """
     _check(n, size, seed, anomalies, workers)
+    class_weights = weights_arg(class_weights)
     fractions = parse_class_weights(class_weights)
     n, size, seed = int(n), int(size), int(seed)
     out = Path(out)

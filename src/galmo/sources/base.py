@@ -46,7 +46,7 @@ class Source(abc.ABC):
             raise GalmoError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.path = Path(path)
         self.on_error = on_error
-        self.rejected: list[tuple[str, str]] = []
+        self._rejected: dict[str, str] = {}  # ref → reason, in the order found
         self.notes: list[str] = []  # what the reader did to the data (resized, NaNs filled, ...)
         self.catalog: pd.DataFrame = pd.DataFrame({"id": []})
         self.bands: tuple[str, ...] = ()
@@ -55,6 +55,18 @@ class Source(abc.ABC):
         self._shape: tuple[int, int, int] = (0, 0, 0)
 
     # ------------------------------------------------------------------ public interface
+    @property
+    def rejected(self) -> list[tuple[str, str]]:
+        """The bad items as ``(ref, reason)``, each listed once (the first reason found), in the
+        order found, however many times the source is read."""
+        return list(self._rejected.items())
+
+    @rejected.setter
+    def rejected(self, items) -> None:
+        self._rejected = {}
+        for ref, reason in items:
+            self._reject(ref, reason)
+
     def __len__(self) -> int:
         return len(self.catalog)
 
@@ -120,7 +132,7 @@ class Source(abc.ABC):
         """
 
     def _reject(self, ref, reason: str) -> None:
-        self.rejected.append((str(ref), str(reason)))
+        self._rejected.setdefault(str(ref), str(reason))
 
     def _note(self, message: str, warn: bool = True) -> None:
         """Remember (and warn about) something the reader did to the data."""

@@ -1,9 +1,14 @@
-"""What ``galmo info`` says about a source: format, size, bands, classes, NaNs, label columns."""
+"""What ``galmo info`` says about a source (format, size, bands, classes, NaNs, label columns) and
+what ``galmo show`` draws of it (a labelled montage)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
+from galmo.core.errors import GalmoError
 from galmo.core.schema import ANSWER_COLUMNS
 from galmo.sources.base import Source
 
@@ -95,6 +100,54 @@ def summary_text(d: dict) -> str:
         shown = ", ".join(others[:20]) + (f" ... ({len(others)} in all)" if len(others) > 20 else "")
         lines.append(f"  columns     {shown}")
     if d["rejected"]:
-        lines.append(f"  rejected    {d['rejected']} items (see rejected.csv when written)")
+        lines.append(f"  rejected    {d['rejected']} items" + (f" (listed in {d['rejected_csv']})"
+                                                              if d.get("rejected_csv") else ""))
     lines += [f"  note        {n}" for n in d["notes"]]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- the verbs
+def describe(path, on_error: str = "raise", rejected_dir: str | os.PathLike = ".") -> str:
+    """The text ``galmo info`` prints for the source at ``path``. With ``on_error='skip'`` the bad
+    items (if any) are listed in ``rejected_dir/rejected.csv``, and the text says so."""
+    from galmo.sources import open_source
+    from galmo.sources.base import write_rejected
+
+    src = open_source(path, on_error=on_error)
+    d = summarise(src)
+    if src.rejected:
+        d["rejected_csv"] = str(write_rejected(src, rejected_dir))
+    return summary_text(d)
+
+
+def show(path, out, n: int = 32, ids=None, ncols: int = 8, seed: int = 0, on_error: str = "raise") -> tuple[Path, int]:
+    """A montage PNG ``out`` of ``n`` seeded-random galaxies of the source (or of the galaxies
+    ``ids``), titled with id and class; returns (PNG path, how many). With ``on_error='skip'`` the
+    bad items (if any) are listed in ``rejected.csv`` beside ``out``."""
+    from galmo.plots import montage
+    from galmo.sources import open_source
+    from galmo.sources.base import write_rejected
+
+    src = open_source(path, on_error=on_error)
+    cat = src.catalog
+    if ids:
+        pos = np.flatnonzero(cat["id"].astype(str).isin(ids).to_numpy())
+        missing = set(ids) - set(cat["id"].astype(str).iloc[pos])
+        if missing:
+            raise GalmoError(f"ids not in the source: {', '.join(sorted(missing)[:10])}", path=path)
+    else:
+        if n < 1:
+            raise GalmoError(f"n must be at least 1, got {n}")
+        rng = np.random.default_rng(seed)
+        pos = np.sort(rng.choice(len(cat), size=min(n, len(cat)), replace=False))
+    images = src.read(pos, kind="image")
+    png = montage(list(images), out, titles=[_title(cat.iloc[i]) for i in pos], ncols=ncols)
+    if src.rejected:
+        write_rejected(src, Path(out).parent)
+    return png, len(pos)
+
+
+def _title(row) -> str:
+    name = row.get("label_name") if hasattr(row, "get") else None
+    ident = str(row["id"])
+    return f"{ident}\n{name}" if isinstance(name, str) and name else ident
