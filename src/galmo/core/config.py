@@ -218,7 +218,7 @@ HELP = {
 }
 
 
-def data_option(required: bool = True):
+def data_option():
     return option(None, HELP["data"], metavar="SOURCE")
 
 
