@@ -1,6 +1,8 @@
 """Embedding throughput (images/s) of every encoder kind, on the CPU by default.
 
-Random 3-band 64×64 images in [0, 1] (throughput does not depend on content). Patch transformers
+Random 3-band 64×64 images in [0, 1] (throughput does not depend on content). Every encoder goes
+through ``EmbeddingModel.encode``: ``galmo.nn.infer`` for patch transformers, ``galmo.nn.backbones.encode``
+for timm backbones (the path ``galmo embed`` takes). Patch transformers
 are randomly initialised (same cost as trained ones); EfficientNet-Lite0 uses its offline weights
 and is timed at several input sizes. Prints one JSON line per encoder; the load average is recorded
 because other processes sharing the cores slow every number down.
@@ -30,7 +32,7 @@ def main():
     import torch
 
     from galmo.nn.device import set_threads
-    from galmo.methods.embeddings.embed import Encoder, load_encoder
+    from galmo.methods.embeddings.encoders import EmbeddingModel, load_encoder
     from galmo.nn.models import create
 
     threads = set_threads()
@@ -41,8 +43,9 @@ def main():
             torch.manual_seed(0)
             m = create("patch_transformer", in_chans=3, img_size=args.size, patch_size=8, size=size, n_phot=n_phot,
                        phot_names=[f"p{k}" for k in range(n_phot)]).eval()
-            enc = Encoder(f"patch_transformer {size}" + (f" + {n_phot} photometry tokens" if n_phot else ""),
-                          "patch_transformer", m.to(args.device), m.num_features, m.phot_names, device=args.device)
+            enc = EmbeddingModel(f"patch_transformer {size}" + (f" + {n_phot} photometry tokens" if n_phot else ""),
+                                 "patch_transformer", m.to(args.device), m.num_features, m.phot_names,
+                                 device=args.device)
             encoders.append(enc)
     for s in args.lite0_sizes:
         encoders.append(load_encoder("tf_efficientnet_lite0", device=args.device, size=s))

@@ -73,7 +73,7 @@ def main():
 
     import faiss
 
-    from galmo.methods.embeddings.embed import SimilarityIndex
+    from galmo.methods.embeddings.index import SimilarityIndex
 
     emit(bench="similarity", event="start", n=args.n, d=args.d, nq=args.nq, cpu_count=os.cpu_count(),
          threads=args.threads, faiss=faiss.__version__, machine=platform.machine())

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galmo.methods.embeddings.embed import (SimilarityIndex, index_for, neighbour_agreement, neighbours, outlier_scores, probe,
-                         probe_splits, read_embeddings, write_embeddings)
+from galmo.methods.embeddings.index import SimilarityIndex, index_for, neighbour_agreement, neighbours
+from galmo.methods.embeddings.outliers import outlier_scores
+from galmo.methods.embeddings.probe import probe, probe_splits
+from galmo.methods.embeddings.store import read_embeddings, write_embeddings
 from galmo.core.errors import GalmoError
 
 
@@ -161,11 +163,11 @@ def test_cli_end_to_end(toy, tmp_path, capsys):
                  "--device", "cpu", "--batch-size", "32", "--patch-size", "8"]) == 0
     assert (run / "model.safetensors").exists() and (run / "config.json").exists()
     emb = tmp_path / "emb.parquet"
-    assert main(["embed", "--model", str(run), "--data", str(toy), "--out", str(emb), "--no-progress"]) == 0
+    assert main(["embed", "--encoder", str(run), "--data", str(toy), "--out", str(emb), "--no-progress"]) == 0
     e = read_embeddings(emb)
     assert e.X.shape == (120, 64) and e.meta["model"] == str(run) and e.meta["photometry_tokens"]
     capsys.readouterr()
-    assert main(["similar", "--index", str(emb), "--id", "toy0005", "-k", "5", "--out",
+    assert main(["similar", "--emb", str(emb), "--id", "toy0005", "--top", "5", "--out",
                  str(tmp_path / "nb.csv")]) == 0
     nb = pd.read_csv(tmp_path / "nb.csv")
     assert nb["id"].iloc[0] == "toy0005" and len(nb) == 5 and (tmp_path / "nb.png").exists()
@@ -183,7 +185,7 @@ def test_cli_end_to_end(toy, tmp_path, capsys):
     assert main(["embed", "--data", str(toy), "--out", str(e2), "--image-size", "32", "--no-progress"]) == 0
     assert read_embeddings(e2).X.shape == (120, 1280)
     # bad input: one clear message, exit status 2
-    assert main(["similar", "--index", str(tmp_path / "missing.parquet"), "--id", "x"]) == 2
+    assert main(["similar", "--emb", str(tmp_path / "missing.parquet"), "--id", "x"]) == 2
     assert "missing.parquet" in capsys.readouterr().err
 
 
@@ -202,3 +204,115 @@ def test_demo_section_quick(toy, tmp_path):
     # reruns reuse the pretrained model and the embeddings
     res2 = demo_section(tmp_path, open_source(toy), quick=True)
     assert res2["timings_s"]["pretrain"] < 1.0 and "images_per_s" not in res2
+    # the report section is rendered again from the run folder's files alone (galmo report)
+    from galmo.methods.embeddings.report import section
+
+    sec_path = tmp_path / "sections" / "embeddings.json"
+    sec_path.unlink()
+    assert section(tmp_path) and json.loads(sec_path.read_text())["figures"] == sec["figures"]
+    assert "patch transformer (tiny)" in json.loads(sec_path.read_text())["body"]
+    assert not section(tmp_path / "figures")  # a folder without embeddings results
+
+
+# ---------------------------------------------------------------- configs → flags, and galmo run
+def _embeddings_parser():
+    import argparse
+
+    from galmo.cli.embeddings import register
+
+    parser = argparse.ArgumentParser(prog="galmo")
+    register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_flags_come_from_the_configs_with_help_and_defaults():
+    parser = _embeddings_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    flags = {v: {s for a in p._actions for s in a.option_strings} for v, p in verbs.items()}
+    assert {"--encoder", "--image-size", "--progress", "--no-progress"} <= flags["embed"]
+    assert "--model" not in flags["embed"]
+    assert {"--emb", "--top", "--id", "--image"} <= flags["similar"] and not {"-k", "--index"} & flags["similar"]
+    assert {"--model-size", "--epochs", "--lr", "--progress", "--no-augment"} <= flags["pretrain"]
+    assert "--size" not in flags["pretrain"]
+    assert {"--emb", "--folds", "--fraction", "--no-cnn"} <= flags["probe"] and "--emb" in flags["outliers"]
+    for verb, p in verbs.items():
+        for a in p._actions:
+            if a.option_strings and a.dest != "help" and not a.required:
+                assert "(default: " in a.help, (verb, a.option_strings)
+    args = parser.parse_args(["similar", "--emb", "e.parquet", "--id", "g1", "--top", "3"])
+    from galmo.methods.embeddings.config import SimilarConfig
+
+    cfg = SimilarConfig.from_args(args)
+    assert (cfg.emb, cfg.id, cfg.top, cfg.index_method, cfg.image) == ("e.parquet", "g1", 3, "auto", None)
+
+
+def test_model_sizes_match_the_model():
+    from galmo.methods.embeddings.config import MODEL_SIZES
+    from galmo.nn.models.patch_transformer import SIZES
+
+    assert tuple(SIZES) == MODEL_SIZES
+
+
+def test_pretrain_run_is_rerun_from_its_config(toy, tmp_path):
+    """config.json of a pretrain run is both the checkpoint's and the method's: galmo run repeats it
+    exactly (seeded initial weights), and the run folder gets its report."""
+    from galmo.cli.embeddings import run_config
+    from galmo.methods.embeddings.config import PretrainConfig
+    from galmo.methods.embeddings.run import run_pretrain
+    from galmo.nn.checkpoint import load_state_dict
+
+    cfg = PretrainConfig(data=str(toy), out=str(tmp_path / "a"), epochs=1, device="cpu", batch_size=32,
+                         max_images=60, progress=False)
+    s = run_pretrain(cfg)
+    assert s["epochs_run"] == 1 and (tmp_path / "a" / "report.html").exists()
+    assert PretrainConfig.load(tmp_path / "a") == cfg
+    sec = json.loads((tmp_path / "a" / "sections" / "embeddings.json").read_text())
+    assert sec["title"].startswith("Pretraining") and "tiny" in sec["body"]
+    assert run_config(tmp_path / "a" / "config.json", tmp_path / "b") == 0
+    wa, wb = (load_state_dict(tmp_path / r / "model.safetensors") for r in "ab")
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+    with pytest.raises(GalmoError, match="--out"):
+        run_pretrain(cfg.replace(out=None))
+
+
+# ---------------------------------------------------------------- one inference loop, same outputs
+def test_encoders_give_the_same_embeddings_as_a_direct_forward(toy, tmp_path):
+    """Every encoder kind through embed_source (galmo.nn.infer / backbones.encode) equals the plain
+    forward pass it replaced, to 1e-6."""
+    import torch
+
+    from galmo.methods.embeddings.encoders import embed_source, load_encoder
+    from galmo.methods.embeddings.photometry import default_photometry_names, photometry_table
+    from galmo.nn.checkpoint import save_checkpoint
+    from galmo.nn.models import create
+    from galmo.sources import open_source
+
+    src = open_source(toy)
+    names = default_photometry_names(src.catalog, src.bands)
+    phot = photometry_table(src.catalog, names)
+    images = src.read(np.arange(len(src)), kind="image")
+    torch.manual_seed(0)
+    kw = dict(in_chans=3, img_size=32, patch_size=8, size="tiny", n_phot=len(names), phot_names=names)
+    pt = create("patch_transformer", **kw).eval()
+    pt.set_photometry_stats(phot)
+    save_checkpoint(tmp_path / "pt", pt, "patch_transformer", kw)
+    cnn_kw = dict(in_chans=3, num_outputs=3, width=8)
+    cnn = create("simple_cnn", **cnn_kw).eval()
+    save_checkpoint(tmp_path / "cnn", cnn, "simple_cnn", cnn_kw)
+    x, p = torch.from_numpy(images), torch.from_numpy(phot)
+    with torch.no_grad():
+        direct = {("pt", "all"): torch.cat([pt.forward_features(x[s:s + 50], p[s:s + 50]) for s in range(0, 120, 50)]),
+                  ("pt", "image"): pt.forward_features(x, tokens="image"), ("cnn", "all"): cnn.forward_features(x)}
+    for (folder, tokens), want in direct.items():
+        enc = load_encoder(tmp_path / folder, tokens=tokens)
+        ids, X = embed_source(enc, src, batch_size=50, progress=False)
+        assert X.dtype == np.float32 and list(ids) == list(src.catalog["id"].astype(str))
+        np.testing.assert_allclose(X, want.numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(enc.encode(images[:7], phot[:7] if tokens == "all" and folder == "pt" else None),
+                                   want.numpy()[:7], rtol=0, atol=1e-5)
+    from galmo.nn.backbones import encode
+
+    lite0 = load_encoder("tf_efficientnet_lite0", size=32)
+    _, X = embed_source(lite0, src, batch_size=64, progress=False)
+    want = np.concatenate([encode(lite0.model, images[s:s + 64], size=32, batch_size=64) for s in (0, 64)])
+    np.testing.assert_allclose(X, want, rtol=0, atol=1e-6)

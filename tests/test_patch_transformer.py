@@ -7,7 +7,8 @@ from torch.utils.data import TensorDataset
 
 from galmo.nn.checkpoint import load_checkpoint
 from galmo.nn.models import create
-from galmo.nn.models.patch_transformer import PatchTransformer, PretrainTask, normalise_images, spiral_order
+from galmo.nn.models.patch_transformer import PatchTransformer, normalise_images, spiral_order
+from galmo.nn.tasks.pretrain import PretrainTask
 from galmo.nn.train import TrainConfig, fit
 
 
@@ -87,7 +88,7 @@ def test_pretraining_lowers_the_loss_and_checkpoint_roundtrips(tmp_path):
     task = PretrainTask()
     val = TensorDataset(x[:64])
     with torch.no_grad():
-        before = task.evaluate(model.eval(), [(x[:64],)])["val_loss"]
+        before = task.validate(model.eval(), [(x[:64],)])["val_loss"]
     cfg = TrainConfig(epochs=6, batch_size=32, lr=2e-3, device="cpu", progress=False, seed=0)
     summary = fit(model, TensorDataset(x[64:]), val, task, cfg, tmp_path, model_name="patch_transformer",
                   model_kwargs=kw)
@@ -97,3 +98,44 @@ def test_pretraining_lowers_the_loss_and_checkpoint_roundtrips(tmp_path):
     assert isinstance(loaded, PatchTransformer) and cfg_json["model"]["name"] == "patch_transformer"
     with torch.no_grad():
         assert torch.allclose(loaded.forward_features(x[:4]), model.eval().forward_features(x[:4]), atol=1e-5)
+
+
+def test_dihedral_augment_draws_the_8_symmetries_reproducibly():
+    from galmo.nn.tasks.pretrain import dihedral_augment
+
+    x = torch.arange(2 * 16.0).view(1, 2, 4, 4).repeat(64, 1, 1, 1)
+    y = dihedral_augment(x, torch.Generator().manual_seed(3))
+    assert torch.equal(y, dihedral_augment(x, torch.Generator().manual_seed(3)))
+    r = torch.rand(64, 3, generator=torch.Generator().manual_seed(3)) < 0.5
+    for i in range(64):  # flip left-right, then up-down, then transpose, each with probability 1/2
+        want = x[i]
+        want = want.flip(-1) if r[i, 0] else want
+        want = want.flip(-2) if r[i, 1] else want
+        want = want.transpose(-1, -2) if r[i, 2] else want
+        assert torch.equal(y[i], want)
+    assert len({tuple(v.flatten().tolist()) for v in y}) == 8
+
+
+def test_validate_is_the_batch_weighted_mean_loss():
+    from galmo.nn.tasks.classify_baseline import DihedralClassifyTask
+
+    m = _model(n_phot=2, phot_names=["a", "b"])
+    g = torch.Generator().manual_seed(1)
+    x, phot = torch.rand(10, 2, 16, 16, generator=g), torch.randn(10, 2, generator=g)
+    loader = [(x[:6], phot[:6]), (x[6:], phot[6:])]
+    got = PretrainTask().validate(m, loader)
+    with torch.no_grad():
+        parts = [(m.pretrain_loss(xb, pb), len(xb)) for xb, pb in loader]
+    want = sum(float(lo) * b for (lo, _), b in parts) / 10
+    want_phot = sum(logs["phot_loss"] * b for (_, logs), b in parts) / 10
+    assert list(got) == ["val_loss", "val_img_loss", "val_phot_loss"]
+    assert got["val_loss"] == pytest.approx(want, abs=1e-6)
+    assert got["val_phot_loss"] == pytest.approx(want_phot, abs=1e-6)
+    assert PretrainTask().evaluate(m, loader) == got  # the old name, until the loop drops it
+    cnn = create("simple_cnn", in_chans=2, num_outputs=3, width=4).eval()
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    res = DihedralClassifyTask().validate(cnn, [(x[:6], y[:6]), (x[6:], y[6:])])
+    with torch.no_grad():
+        logits = cnn(x)
+    assert res["val_acc"] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+    assert res["val_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), abs=1e-6)

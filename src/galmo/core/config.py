@@ -215,6 +215,11 @@ HELP = {
     "max_images": "use a seeded random subset of this many galaxies (none: all)",
     "resume": "continue the interrupted run in --out from its last checkpoint",
     "image_size": "pixels the images are resized to before the network: one number (square) or HEIGHT WIDTH",
+    "augment": "augment the training images on the fly",
+    "val_frac": "fraction of the images held out to validate the loss",
+    "weights": "the backbone's initial weights: offline (packaged), FILE (.safetensors or state dict), hub (download) "
+               "or none (random)",
+    "backbone": "timm backbone name",
 }
 
 

@@ -15,6 +15,7 @@ depends on a survey's exact noise level or PSF. Images of another size are resiz
 
 The embedding (:meth:`PatchTransformer.forward_features`) is the mean over all tokens (image and
 photometry) of the final, layer-normed hidden states, as AstroPT averages its token embeddings.
+The pretraining task (loss, dihedral augmentation) is :class:`galmo.nn.tasks.pretrain.PretrainTask`.
 """
 
 from __future__ import annotations
@@ -213,44 +214,3 @@ class PatchTransformer(nn.Module):
 @register_model
 def patch_transformer(**kwargs) -> PatchTransformer:
     return PatchTransformer(**kwargs)
-
-
-# ====================================================================== pretraining task
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random dihedral transform per galaxy (flips + transpose: the 8 symmetries of the square)."""
-    b = x.shape[0]
-    r = torch.rand(b, 3, generator=generator)
-    fh, fv, tr = (r[:, 0] < 0.5), (r[:, 1] < 0.5), (r[:, 2] < 0.5)
-    m = lambda t: t.to(x.device).view(b, 1, 1, 1)  # noqa: E731
-    x = torch.where(m(fh), x.flip(-1), x)
-    x = torch.where(m(fv), x.flip(-2), x)
-    if x.shape[-1] == x.shape[-2]:
-        x = torch.where(m(tr), x.transpose(-1, -2), x)
-    return x
-
-
-class PretrainTask:
-    """Next-token prediction for :func:`galmo.nn.train.fit`. Batches: (images,) or (images, photometry)."""
-
-    def __init__(self, augment: bool = True, normalised: bool = False):
-        self.augment = augment
-        self.normalised = normalised  # images were normalised once up front (the per-galaxy
-        # normalisation commutes with the flips/transposes of the augmentation)
-
-    def loss(self, model, batch, generator):
-        x = batch[0].float()
-        if self.augment:
-            x = augment(x, generator)
-        phot = batch[1] if len(batch) > 1 else None
-        return model.pretrain_loss(x, phot, self.normalised)
-
-    def evaluate(self, model, loader):
-        tot, n, parts = 0.0, 0, {}
-        for batch in loader:
-            loss, logs = model.pretrain_loss(batch[0].float(), batch[1] if len(batch) > 1 else None, self.normalised)
-            b = batch[0].shape[0]
-            tot += float(loss) * b
-            n += b
-            for k, v in logs.items():
-                parts[k] = parts.get(k, 0.0) + v * b
-        return {"val_loss": tot / max(n, 1), **{f"val_{k}": v / max(n, 1) for k, v in parts.items()}}

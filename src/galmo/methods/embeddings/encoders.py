@@ -1,0 +1,129 @@
+"""One interface over every encoder, so all are comparable on the same tasks.
+
+:func:`load_encoder` gives an :class:`EmbeddingModel` for (a) a pretrained patch transformer run,
+(b) any galmo checkpoint folder whose model has ``forward_features`` (supervised runs), (c) any timm
+backbone name (offline EfficientNet-Lite0 by default, via :mod:`galmo.nn.backbones`).
+:func:`embed_source` streams a source through it batch by batch (memory: one batch). Every forward
+pass runs through the one inference loop: :func:`galmo.nn.infer.infer` for the patch transformer and
+checkpoints, :func:`galmo.nn.backbones.encode` for timm backbones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from galmo.core.errors import GalmoError
+from galmo.methods.embeddings.photometry import photometry_table
+
+TOKENS = ("all", "image")
+
+
+@dataclass
+class EmbeddingModel:
+    """An encoder: ``encode(images (B, C, H, W) [0, 1], photometry) → (B, d)`` float32."""
+
+    name: str
+    kind: str                      # "patch_transformer", "checkpoint" or "timm"
+    model: object
+    dim: int
+    phot_names: list = field(default_factory=list)
+    size: int | tuple | None = None  # timm input size (int or (height, width)); None: native
+    device: str = "cpu"
+    tokens: str = "all"            # patch transformers: "all" tokens or "image" tokens only
+
+    def forward(self, x, phot=None):
+        """The embedding of one batch of tensors (patch transformers and checkpoints)."""
+        if self.kind == "patch_transformer":
+            return self.model.forward_features(x, phot, tokens=self.tokens)
+        out = self.model.forward_features(x)
+        return out.flatten(2).mean(-1) if out.ndim > 2 else out  # unpooled feature maps → pooled
+
+    def encode_batches(self, batches) -> np.ndarray:
+        """Embeddings of an iterator of ``(images,)`` or ``(images, photometry)`` batches, one forward
+        pass per batch, concatenated."""
+        if self.kind == "timm":
+            from galmo.nn.backbones import encode
+
+            return encode(self.model, (b[0] for b in batches), size=self.size, device=self.device)
+        from galmo.nn.infer import infer
+
+        return infer(self.forward, batches, device=self.device)
+
+    def encode(self, images: np.ndarray, phot: np.ndarray | None = None) -> np.ndarray:
+        """Embeddings of one array of images (one forward pass)."""
+        batch = (images,) if phot is None or self.kind == "timm" else (images, phot)
+        return self.encode_batches(iter([batch]))
+
+
+def load_encoder(spec: str | os.PathLike, device: str = "cpu", weights: str | None = "offline",
+                 size=None, tokens: str = "all") -> EmbeddingModel:
+    """``spec``: a galmo checkpoint folder (pretrained patch transformer or supervised run) or a timm name.
+
+    ``tokens`` (patch transformers with photometry tokens): "all" (image + photometry, the default)
+    or "image" (image tokens only: no photometry needed or used). ``weights`` (timm): "offline", a
+    file, "hub", or None / "none" (random). ``size`` (timm): input pixels, an int or (height, width)."""
+    from galmo.nn.device import resolve_device
+
+    device = str(resolve_device(device))
+    path = Path(spec)
+    if path.is_dir():
+        return _load_checkpoint_encoder(path, str(spec), device, tokens)
+    if path.exists() or os.sep in str(spec):
+        raise GalmoError("not a galmo checkpoint folder (expected model.safetensors + config.json) "
+                         "and not a timm model name", path=path)
+    from galmo.nn.backbones import create_backbone
+
+    weights = None if weights in (None, "none") else weights
+    size = _image_size(size)
+    model = create_backbone(str(spec), weights=weights, num_classes=0).eval()
+    return EmbeddingModel(str(spec), "timm", model, int(model.num_features), size=size, device=device)
+
+
+def _image_size(size):
+    """``--image-size``: None, one number (a square) or (height, width)."""
+    if size is None or np.isscalar(size):
+        return size
+    size = [int(s) for s in size]
+    if len(size) not in (1, 2):
+        raise GalmoError(f"--image-size takes one number (square) or HEIGHT WIDTH, got {size}")
+    return size[0] if len(size) == 1 else tuple(size)
+
+
+def _load_checkpoint_encoder(path: Path, name: str, device: str, tokens: str) -> EmbeddingModel:
+    from galmo.nn.checkpoint import load_checkpoint
+    from galmo.nn.models.patch_transformer import PatchTransformer
+
+    model, cfg = load_checkpoint(path, device=device)
+    if isinstance(model, PatchTransformer):
+        if tokens not in TOKENS:
+            raise GalmoError(f"--tokens must be 'all' or 'image', got {tokens!r}")
+        names = list(model.phot_names) if tokens == "all" else []
+        return EmbeddingModel(name, "patch_transformer", model, model.num_features, names, device=device,
+                              tokens=tokens)
+    if not hasattr(model, "forward_features"):
+        raise GalmoError(f"model {cfg['model']['name']!r} has no forward_features: cannot embed with it", path=path)
+    dim = int(getattr(model, "num_features", 0) or 0)
+    return EmbeddingModel(name, "checkpoint", model, dim, device=device)
+
+
+def embed_source(encoder: EmbeddingModel, src, batch_size: int = 128,
+                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, embeddings (N, d) float32) for every galaxy of ``src``, one batch in memory at a time."""
+    cat = src.catalog
+    phot_all = photometry_table(cat, encoder.phot_names) if encoder.phot_names else None
+    positions = []
+
+    def batches():
+        for pos, images in src.iter_batches(batch_size=batch_size, kind="image", progress=progress):
+            positions.append(pos)
+            yield (images,) if phot_all is None else (images, phot_all[pos])
+
+    X = encoder.encode_batches(batches())
+    if not positions:
+        raise GalmoError("no images to embed", path=getattr(src, "path", None))
+    ids = cat["id"].astype(str).to_numpy()[np.concatenate(positions)]
+    return ids, np.asarray(X).astype(np.float32)
