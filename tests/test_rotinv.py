@@ -28,7 +28,9 @@ def test_exactly_invariant_to_90deg_rotations_and_flips(pool):
         d30 = (model(rotate(x, 30.0)).softmax(1) - p).abs().max().item()
     assert max(deltas) < 1e-5, deltas
     assert not torch.allclose(model(x[:1]).softmax(1), model(x[1:2]).softmax(1))  # not trivially constant
-    print(f"\n[{pool}] max |dp| under the 8 dihedral transforms: {max(deltas):.2e}; under 30 deg: {d30:.2e}")
+    # 30° is not in the group: a change far above the dihedral rounding (measured 3e-5 to 8e-5 vs 7e-9),
+    # yet small, since the 45° views make the pooled features nearly invariant to any rotation
+    assert 100 * max(deltas) < d30 < 1e-3, (d30, max(deltas))
 
 
 def test_concat_pooling_is_not_invariant_but_mean_is():
@@ -132,3 +134,19 @@ def test_simple_cnn_features():
     f = m.forward_features(x)
     assert f.shape == (2, m.num_features) and m(x).shape == (2, 7)
     assert np.isfinite(f.detach().numpy()).all()
+
+
+def test_rotation_grid_cache_is_bounded_and_usable_in_training():
+    from galmo.nn.models.rotinv import GRID_CACHE_SIZE, _grid, rotation_grid
+
+    _grid.cache_clear()
+    for a in range(GRID_CACHE_SIZE + 20):
+        rotation_grid(8, 8, a + 0.5)
+    assert _grid.cache_info().currsize == GRID_CACHE_SIZE
+    assert torch.equal(rotation_grid(8, 8, 10.5), rotation_grid(8, 8, 10.5, device="cpu"))
+    # a grid first built under inference_mode (predictions) is a normal tensor: training reuses it
+    x = torch.rand(2, 1, 12, 12, requires_grad=True)
+    with torch.inference_mode():
+        rotate(x.detach(), 17.0)
+    rotate(x, 17.0).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -1,6 +1,7 @@
 """The one training loop: learning, early stopping, checkpoints, exact resume after a mid-epoch stop."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from torch.utils.data import TensorDataset
 from galmo.nn import checkpoint as ckpt
 from galmo.core.errors import GalmoError
 from galmo.nn.models import register_model
-from galmo.nn.train import TrainConfig, TrainingInterrupted, fit
+from galmo.nn.infer import infer_batches
+from galmo.nn.train import LRSchedule, TrainConfig, TrainingInterrupted, fit, read_progress
 
 
 class TinyNet(nn.Module):
@@ -33,14 +35,28 @@ class ClsTask:
         noise = torch.randn(x.shape, generator=gen) * 0.05  # augmentation from the loop's generator
         return F.cross_entropy(model(x + noise), y), {}
 
-    def evaluate(self, model, loader):
+    def validate(self, model, loader):
         tot, correct, n = 0.0, 0, 0
-        for x, y in loader:
-            out = model(x)
-            tot += F.cross_entropy(out, y, reduction="sum").item()
-            correct += (out.argmax(1) == y).sum().item()
+        for out, y in ((o, b[1]) for b, o in _with_outputs(model, loader)):
+            tot += F.cross_entropy(torch.from_numpy(out), y, reduction="sum").item()
+            correct += (torch.from_numpy(out).argmax(1) == y).sum().item()
             n += len(y)
         return {"val_loss": tot / n, "val_acc": correct / n}
+
+
+def _with_outputs(model, loader):
+    """(batch, model outputs) pairs, the forward passes through galmo.nn.infer."""
+    batches = list(loader)
+    return zip(batches, infer_batches(lambda x, y: model(x), batches, device="cpu", dtype=None))
+
+
+class LegacyClsTask(ClsTask):
+    """A task that still names its validation ``evaluate`` (the loop accepts both for now)."""
+
+    def evaluate(self, model, loader):
+        return ClsTask.validate(self, model, loader)
+
+    validate = None
 
 
 def _data(seed=0, n=300):
@@ -72,6 +88,78 @@ def test_fit_learns_and_writes_checkpoint(tmp_path):
     assert torch.allclose(loaded(x), model.eval()(x))
     assert cfg["metrics"]["val_acc"] == pytest.approx(res["best"]["val_acc"])
     assert not list(tmp_path.glob("**/.*tmp*")), "temporary files left behind"
+
+
+def _old_lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """The loop's former hand-written schedule (linear warm-up, then cosine to lr·min_lr_frac)."""
+    warm = max(1, int(cfg.warmup_frac * total))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+@pytest.mark.parametrize("total", [1, 2, 7, 40, 333, 2000])
+@pytest.mark.parametrize("warmup_frac,min_lr_frac", [(0.05, 0.01), (0.0, 0.0), (0.1, 0.2), (0.5, 0.01)])
+def test_timm_schedule_equals_the_former_formula(total, warmup_frac, min_lr_frac):
+    cfg = TrainConfig(lr=3e-3, warmup_frac=warmup_frac, min_lr_frac=min_lr_frac)
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(3))], lr=cfg.lr)
+    sched = LRSchedule(opt, total, cfg)
+    got, want = [], []
+    for step in range(total):
+        sched.set(step)
+        got.append(opt.param_groups[0]["lr"])
+        want.append(_old_lr_at(step, total, cfg))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
+    assert max(got) == pytest.approx(cfg.lr, rel=1e-12)  # the peak is reached
+    if total > 2:
+        assert cfg.lr * min_lr_frac <= got[-1] < max(got)  # and decays towards lr·min_lr_frac
+
+
+def test_fit_leaves_the_callers_rng_alone_and_keeps_its_seeds(tmp_path):
+    """The per-step seeds are set inside fork_rng: the caller's global RNG is untouched, and the final
+    weights are today's (same seeds; numbers measured with the loop that reseeded the global RNG)."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    before = torch.get_rng_state()
+    res = fit(model, _data(0), _data(1, 200), ClsTask(), _cfg(), tmp_path, model_name="test_tinynet",
+              model_kwargs={})
+    assert torch.equal(torch.get_rng_state(), before)
+    total = float(sum(v.double().sum() for v in model.state_dict().values()))
+    assert total == pytest.approx(-2.9678435048554093, rel=1e-7)  # bit-identical on the reference machine
+    assert res["best"]["val_loss"] == pytest.approx(0.6153614807128907, rel=1e-6)
+    torch.manual_seed(123)  # another global RNG state at the call: the same weights
+    other = TinyNet()
+    other.load_state_dict({k: v.clone() for k, v in _init_tinynet().items()})
+    fit(other, _data(0), _data(1, 200), ClsTask(), _cfg(), tmp_path / "b", model_name="test_tinynet",
+        model_kwargs={})
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def _init_tinynet() -> dict:
+    torch.manual_seed(0)
+    return TinyNet().state_dict()
+
+
+def test_read_progress_and_legacy_task_name(tmp_path):
+    assert read_progress(tmp_path / "none") == {"done": False, "epoch": 0, "global_step": 0, "step_in_epoch": 0,
+                                                "history": [], "best": None, "stopped_early": False,
+                                                "weights": False}
+    torch.manual_seed(0)
+    with pytest.raises(TrainingInterrupted):  # 10 steps per epoch: stopped at step 3 of epoch 2
+        fit(TinyNet(), _data(0), _data(1, 200), LegacyClsTask(), _cfg(stop_after_steps=13), tmp_path,
+            model_name="test_tinynet", model_kwargs={})
+    p = read_progress(tmp_path)
+    assert (p["done"], p["epoch"], p["global_step"], p["step_in_epoch"], p["weights"]) == (False, 1, 13, 3, True)
+    assert len(p["history"]) == 1 and "val_acc" in p["history"][0]  # validated through the old name
+    res = fit(TinyNet(), _data(0), _data(1, 200), LegacyClsTask(), _cfg(), tmp_path, model_name="test_tinynet",
+              model_kwargs={}, resume=True)
+    p = read_progress(tmp_path)
+    assert p["done"] and p["epoch"] == 4 and p["global_step"] == 40 and p["history"] == res["history"]
+    assert p["best"] == res["best"]
+    (tmp_path / "last" / ckpt.STATE_JSON).write_text("{broken")
+    with pytest.raises(GalmoError, match="unreadable training state"):
+        read_progress(tmp_path)
 
 
 def test_resume_mid_epoch_matches_uninterrupted(tmp_path):
@@ -149,8 +237,8 @@ def test_ema_is_validated_saved_and_resumed_exactly(tmp_path):
     ref.eval()
     loss = F.cross_entropy(ref(val.tensors[0]), val.tensors[1]).item()
     assert loss == pytest.approx(res_ref["best"]["val_loss"], rel=1e-5)  # what was validated is what was saved
-    if res_ref["best"]["epoch"] == cfg.epochs - 1:
-        assert torch.equal(saved["net.0.weight"], ema["net.0.weight"])
+    assert res_ref["best"]["epoch"] == cfg.epochs - 1  # the EMA kept improving: its last weights are the best
+    assert torch.equal(saved["net.0.weight"], ema["net.0.weight"])
     assert res_ref["best"]["val_acc"] > 0.85
     m = TinyNet()
     m.load_state_dict(init)

@@ -219,7 +219,9 @@ HELP = {
     "val_frac": "fraction of the images held out to validate the loss",
     "weights": "the backbone's initial weights: offline (packaged), FILE (.safetensors or state dict), hub (download) "
                "or none (random)",
-    "backbone": "timm backbone name",
+    "backbone": "timm model name",
+    "tta": "average the predictions over N test-time transforms (8 = the dihedral group)",
+    "run": "a run folder made by `galmo train`; several: an ensemble (probabilities averaged)",
 }
 
 

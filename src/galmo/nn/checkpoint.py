@@ -48,15 +48,22 @@ def _dedupe_shared(state: dict) -> dict:
 
 
 def save_checkpoint(folder: str | os.PathLike, model, model_name: str, model_kwargs: dict,
-                    extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` into ``folder``."""
+                    extra: dict[str, Any] | None = None, config=None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` into ``folder``.
+
+    ``config``: a :class:`galmo.core.config.Config`; then ``config.json`` is written by its
+    ``save()`` ({"method", "config", "versions"} plus the checkpoint's keys), so one file both
+    re-runs the run (``galmo run``) and loads the model (:func:`load_checkpoint`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _tensors_to_file(_dedupe_shared(model.state_dict()), folder / MODEL_FILE, metadata={"format": FORMAT})
     cfg = {"format": FORMAT, "version": 1, "galmo": __version__,
            "model": {"name": model_name, "kwargs": model_kwargs}}
     cfg.update(extra or {})
-    write_json(folder / CONFIG_FILE, cfg)
+    if config is not None:
+        config.save(folder, **cfg)
+    else:
+        write_json(folder / CONFIG_FILE, cfg)
     return folder
 
 

@@ -1,31 +1,38 @@
 """The ONE training loop of galmo, shared by every model.
 
-AdamW, linear warm-up then cosine decay (per step), optional on-the-fly augmentation, an optional
-exponential moving average of the weights (``ema``: validated, checkpointed and returned instead of
-the raw weights), optional mixed precision (``precision="bf16"``, also on CPUs with AVX-512 BF16, or
-``"fp16"`` on CUDA) and channels-last memory for convolutional models, early
-stopping on a validation metric, a progress bar with images/s, per-epoch metrics in
-``metrics.jsonl``, checkpoints as safetensors + JSON (``galmo.nn.checkpoint``), and an exact
-``resume``: every random choice (epoch order, augmentation, dropout) is derived from
-(seed, epoch, step), so a run killed mid-epoch and resumed ends with the same weights and metrics
-as an uninterrupted one.
+AdamW, linear warm-up then cosine decay stepped per update (timm's ``CosineLRScheduler``), optional
+on-the-fly augmentation, an optional exponential moving average of the weights (``ema``: validated,
+checkpointed and returned instead of the raw weights; torch's ``AveragedModel``), optional mixed
+precision (``precision="bf16"``, also on CPUs with AVX-512 BF16, or ``"fp16"`` on CUDA) and
+channels-last memory for convolutional models, early stopping on a validation metric, a progress
+bar with images/s, per-epoch metrics in ``metrics.jsonl``, checkpoints as safetensors + JSON
+(``galmo.nn.checkpoint``), and an exact ``resume``: every random choice (epoch order, augmentation,
+dropout) is derived from (seed, epoch, step), so a run killed mid-epoch and resumed ends with the
+same weights and metrics as an uninterrupted one. The per-step seeds are set inside
+``torch.random.fork_rng``: the caller's global torch RNG is the same after :func:`fit` as before.
 
 A *task* tells the loop what a batch means::
 
     class Task:
         def loss(self, model, batch, generator) -> (loss_tensor, {"name": float, ...})
-        def evaluate(self, model, loader) -> {"val_loss": float, ...}   # loader yields batches
+        def validate(self, model, loader) -> {"val_loss": float, ...}   # loader yields batches
 
 ``batch`` is a tuple of tensors already on the device. ``generator`` is a seeded torch.Generator
-for any randomness the task wants (augmentation).
+for any randomness the task wants (augmentation). ``validate`` runs its forward passes through
+:mod:`galmo.nn.infer`. (A task that still calls it ``evaluate`` is accepted for now.)
+
+:func:`read_progress` is the public view of a run folder's training state (other methods must not
+parse ``last/train_state.json`` themselves).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -64,6 +71,7 @@ class TrainConfig:
 
 
 EMA_DIR = "ema"  # last/ema/: the EMA weights of a resumable checkpoint
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingInterrupted(Exception):
@@ -71,6 +79,8 @@ class TrainingInterrupted(Exception):
 
 
 def _mix(*xs: int) -> int:
+    """The seed of (seed, epoch[, step, stream]). Kept as is (not ``np.random.SeedSequence``): other
+    seeds would give other epoch orders, augmentations and dropout masks, i.e. other weights."""
     h = 0x9E3779B97F4A7C15
     for x in xs:
         h = (h ^ (int(x) + 0x9E3779B9 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFF
@@ -91,17 +101,50 @@ def batches(dataset, indices: np.ndarray, batch_size: int, device) -> Iterator[t
         yield tuple(t.to(device, non_blocking=True) for t in b)
 
 
-def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    warm = max(1, int(cfg.warmup_frac * total))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+# ---------------------------------------------------------------------------------- LR schedule
+class LRSchedule:
+    """Linear warm-up over ``warm = max(1, int(warmup_frac · total))`` updates to ``lr``, then cosine
+    decay to ``lr · min_lr_frac`` over the remaining ``total − warm``: timm's ``CosineLRScheduler``
+    (``warmup_prefix``, ``t_in_epochs=False``) stepped once per update.
+
+    Update ``k`` (0-based) of the warm-up runs at ``lr·(k+1)/warm`` and the decay starts at the peak
+    on update ``warm``, so the peak is held for two updates; timm counts warm-up updates from 0 at
+    ``warmup_lr_init``, hence it is told ``k + 1`` during the warm-up and ``k`` after. This equals
+    the former hand-written formula to floating-point rounding (≤ 1e-15 relative; tested to 1e-9)."""
+
+    def __init__(self, optimizer, total_steps: int, cfg: TrainConfig):
+        from timm.scheduler import CosineLRScheduler
+
+        self.warm = max(1, int(cfg.warmup_frac * total_steps))
+        with _quiet("timm.scheduler.cosine_lr"):  # its "t_initial = 1 has no effect" warning misleads here
+            self.scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total_steps - self.warm),
+                                               lr_min=cfg.lr * cfg.min_lr_frac, warmup_t=self.warm,
+                                               warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+    def t(self, step: int) -> int:
+        """timm's update count for the loop's ``step``."""
+        return step + 1 if step < self.warm else step
+
+    def lr(self, step: int) -> float:
+        return self.scheduler._get_lr(self.t(step))[0]
+
+    def set(self, step: int) -> None:
+        """Set every parameter group's learning rate for update ``step``."""
+        self.scheduler.step_update(self.t(step))
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+@contextmanager
+def _quiet(logger: str):
+    log = logging.getLogger(logger)
+    old = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
 
 
+# ---------------------------------------------------------------------------------- pieces
 def ema_avg_fn(decay: float):
     """``AveragedModel`` update: EMA with the usual warm-up, decay_n = min(decay, (1 + n) / (10 + n)),
     so the average does not drag the random initialisation through the first few hundred steps.
@@ -123,185 +166,319 @@ def _better(a: float, b: float | None, mode: str) -> bool:
     return b is None or (a < b if mode == "min" else a > b)
 
 
-def fit(model, train_set, val_set, task, cfg: TrainConfig, run_dir: str | Path, *, model_name: str,
-        model_kwargs: dict, resume: bool = False, extra_config: dict | None = None,
-        on_epoch_end: Callable[[dict], None] | None = None) -> dict:
-    """Train ``model``; best weights → ``run_dir/model.safetensors`` + ``config.json``.
-
-    Returns a summary: ``{"best": {...metrics}, "epochs_run": n, "history": [...], "stopped_early": bool}``.
-    Raises :class:`TrainingInterrupted` after Ctrl-C or ``stop_after_steps`` (state saved; use resume).
-    """
-    run_dir = Path(run_dir)
-    last_dir = run_dir / "last"
-    device = resolve_device(cfg.device)
+def _amp_dtype(cfg: TrainConfig, device):
     if cfg.precision not in PRECISIONS:
         raise GalmoError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     amp_dtype = PRECISIONS[cfg.precision]
     if amp_dtype is torch.float16 and device.type != "cuda":
         raise GalmoError("precision fp16 needs a CUDA device; on a CPU use bf16")
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype is torch.float16 else None
-    ema = None
-    if cfg.ema:
-        if not 0.0 < cfg.ema < 1.0:
-            raise GalmoError(f"ema must be a decay in (0, 1), e.g. 0.999; got {cfg.ema}")
-        from torch.optim.swa_utils import AveragedModel
+    return amp_dtype
 
-        ema = AveragedModel(model, multi_avg_fn=ema_avg_fn(cfg.ema), use_buffers=True)
-    best_model = ema.module if ema is not None else model  # what is validated, saved and returned
-    n = len(train_set)
-    if n == 0:
-        raise GalmoError("no training examples")
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+
+def _make_ema(model, cfg: TrainConfig):
+    if not cfg.ema:
+        return None
+    if not 0.0 < cfg.ema < 1.0:
+        raise GalmoError(f"ema must be a decay in (0, 1), e.g. 0.999; got {cfg.ema}")
+    from torch.optim.swa_utils import AveragedModel
+
+    return AveragedModel(model, multi_avg_fn=ema_avg_fn(cfg.ema), use_buffers=True)
+
+
+def _make_optimizer(model, cfg: TrainConfig):
+    """AdamW; biases and norm weights (≤ 1-D) without weight decay."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "best_metrics": None,
-             "bad_epochs": 0, "loss_sum": 0.0, "loss_count": 0, "history": []}
-    log_path = run_dir / "metrics.jsonl"
-    if resume:
-        if not (last_dir / ckpt.STATE_JSON).exists():
-            raise GalmoError("nothing to resume: no checkpoint in last/ (start without --resume)", path=run_dir)
-        model.load_state_dict(ckpt.load_state_dict(last_dir / ckpt.MODEL_FILE))
-        state, _ = ckpt.load_train_state(last_dir, opt)
-        if (ema is not None) != ("ema_n" in state):
-            raise GalmoError("--resume must use the same --ema setting as the interrupted run (" +
-                             ("it was trained with an EMA" if "ema_n" in state else
-                              "the checkpoint has no EMA weights: it was trained without --ema") + ")", path=last_dir)
-        if ema is not None:
-            ema.module.load_state_dict(ckpt.load_state_dict(last_dir / EMA_DIR / ckpt.MODEL_FILE))
-            ema.n_averaged.fill_(int(state.get("ema_n", 0)))
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if state.get("done"):  # hand back the best (EMA, when used) weights, as a finished run does
-            model.load_state_dict(ckpt.load_state_dict(run_dir / ckpt.MODEL_FILE))
-            return _summary(state)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def _new_state() -> dict:
+    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "best_metrics": None,
+            "bad_epochs": 0, "loss_sum": 0.0, "loss_count": 0, "history": []}
+
+
+@dataclass
+class _Run:
+    """What one :func:`fit` call works with (set up by :func:`_setup`)."""
+
+    model: torch.nn.Module
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    amp_dtype: object
+    scaler: object
+    ema: object
+    opt: torch.optim.Optimizer
+    schedule: LRSchedule
+    steps_per_epoch: int
+    n: int
+    model_name: str
+    model_kwargs: dict
+    extra: dict
+    config: object = None  # a galmo.core.config.Config: the run folder's config.json comes from its save()
+    state: dict = field(default_factory=_new_state)
+    interrupted: bool = False
+    steps_this_session: int = 0
+
+    @property
+    def last_dir(self) -> Path:
+        return self.run_dir / "last"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    @property
+    def best_model(self):
+        """What is validated, saved and returned: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def _setup(model, train_set, cfg: TrainConfig, run_dir, model_name: str, model_kwargs: dict,
+           extra_config: dict | None, config) -> _Run:
+    device = resolve_device(cfg.device)
+    amp_dtype = _amp_dtype(cfg, device)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype is torch.float16 else None
+    ema = _make_ema(model, cfg)
+    n = len(train_set)
+    if n == 0:
+        raise GalmoError("no training examples")
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    opt = _make_optimizer(model, cfg)
+    return _Run(model=model, cfg=cfg, run_dir=Path(run_dir), device=device, amp_dtype=amp_dtype, scaler=scaler,
+                ema=ema, opt=opt, schedule=LRSchedule(opt, steps_per_epoch * cfg.epochs, cfg),
+                steps_per_epoch=steps_per_epoch, n=n, model_name=model_name, model_kwargs=model_kwargs,
+                extra={"train": asdict(cfg), **(extra_config or {})}, config=config)
+
+
+def _resume(run: _Run) -> None:
+    """Load the last checkpoint of ``run.run_dir`` (weights, EMA, optimizer, counters, loss scaler)."""
+    last = run.last_dir
+    if not (last / ckpt.STATE_JSON).exists():
+        raise GalmoError("nothing to resume: no checkpoint in last/ (start without --resume)", path=run.run_dir)
+    run.model.load_state_dict(ckpt.load_state_dict(last / ckpt.MODEL_FILE))
+    run.state, _ = ckpt.load_train_state(last, run.opt)
+    has_ema = "ema_n" in run.state
+    if (run.ema is not None) != has_ema:
+        raise GalmoError("--resume must use the same --ema setting as the interrupted run (" +
+                         ("it was trained with an EMA" if has_ema else
+                          "the checkpoint has no EMA weights: it was trained without --ema") + ")", path=last)
+    if run.ema is not None:
+        run.ema.module.load_state_dict(ckpt.load_state_dict(last / EMA_DIR / ckpt.MODEL_FILE))
+        run.ema.n_averaged.fill_(int(run.state.get("ema_n", 0)))
+    if run.scaler is not None and run.state.get("scaler"):
+        run.scaler.load_state_dict(run.state["scaler"])
+
+
+def _save_last(run: _Run) -> None:
+    """The resumable checkpoint ``last/`` (raw weights, EMA weights, optimizer and counters)."""
+    ckpt.save_checkpoint(run.last_dir, run.model, run.model_name, run.model_kwargs, run.extra)
+    if run.ema is not None:
+        run.state["ema_n"] = int(run.ema.n_averaged)
+        ckpt.save_checkpoint(run.last_dir / EMA_DIR, run.ema.module, run.model_name, run.model_kwargs, run.extra)
+    if run.scaler is not None:
+        run.state["scaler"] = run.scaler.state_dict()
+    ckpt.save_train_state(run.last_dir, run.opt, run.state)
+
+
+def _save_best(run: _Run, metrics: dict) -> None:
+    ckpt.save_checkpoint(run.run_dir, run.best_model, run.model_name, run.model_kwargs,
+                         {**run.extra, "metrics": metrics}, config=run.config)
+
+
+def _train_step(run: _Run, task, batch: tuple, epoch: int, step_in_epoch: int) -> torch.Tensor:
+    """One update: learning rate, the step's seeds, forward (autocast), backward, clip, step, EMA."""
+    cfg, opt = run.cfg, run.opt
+    run.schedule.set(run.state["global_step"])
+    torch.manual_seed(_mix(cfg.seed, epoch, step_in_epoch, 1))  # dropout etc.; inside fit's fork_rng
+    gen = torch.Generator(device="cpu").manual_seed(_mix(cfg.seed, epoch, step_in_epoch, 2))
+    if cfg.channels_last:
+        batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t for t in batch)
+    with torch.autocast(run.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+        loss, _ = task.loss(run.model, batch, gen)
+    if not torch.isfinite(loss):
+        raise GalmoError(f"training diverged: loss is {loss.item()} at epoch {epoch} step {step_in_epoch}; "
+                         "lower --lr")
+    opt.zero_grad(set_to_none=True)
+    scaler = run.scaler
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if log_path.exists():
-            log_path.unlink()
-    write_json(run_dir / "train_config.json", {"train": asdict(cfg), "model": {"name": model_name,
-                                                                              "kwargs": model_kwargs}})
-    extra = {"train": asdict(cfg), **(extra_config or {})}
+        loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    return loss
 
-    def save_last():
-        ckpt.save_checkpoint(last_dir, model, model_name, model_kwargs, extra)
-        if ema is not None:
-            state["ema_n"] = int(ema.n_averaged)
-            ckpt.save_checkpoint(last_dir / EMA_DIR, ema.module, model_name, model_kwargs, extra)
-        if scaler is not None:
-            state["scaler"] = scaler.state_dict()
-        ckpt.save_train_state(last_dir, opt, state)
 
-    interrupted = {"flag": False}
+def _train_epoch(run: _Run, task, train_set) -> dict:
+    """The rest of the current epoch (from ``step_in_epoch`` on); returns its train metrics.
+    Raises :class:`TrainingInterrupted` (checkpoint saved) on Ctrl-C or ``stop_after_steps``."""
+    cfg, state = run.cfg, run.state
+    epoch, skip = state["epoch"], state["step_in_epoch"]
+    order = np.random.default_rng(_mix(cfg.seed, epoch)).permutation(run.n)
+    run.model.train()
+    bar = _bar(cfg, run.steps_per_epoch, epoch, skip)
+    t0, seen = time.perf_counter(), 0
+    try:
+        for k, batch in enumerate(batches(train_set, order[skip * cfg.batch_size:], cfg.batch_size, run.device)):
+            loss = _train_step(run, task, batch, epoch, skip + k)
+            bs = batch[0].shape[0]
+            seen += bs
+            state["loss_sum"] += float(loss.detach()) * bs
+            state["loss_count"] += bs
+            state["global_step"] += 1
+            state["step_in_epoch"] = skip + k + 1
+            run.steps_this_session += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{state['loss_sum'] / state['loss_count']:.4g}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            _maybe_checkpoint(run, epoch)
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+    return {"epoch": epoch, "step": state["global_step"], "lr": run.opt.param_groups[0]["lr"],
+            "train_loss": state["loss_sum"] / max(1, state["loss_count"]),
+            "train_images_per_s": seen / elapsed if elapsed > 0 else None}
+
+
+def _maybe_checkpoint(run: _Run, epoch: int) -> None:
+    cfg, state = run.cfg, run.state
+    stop_now = run.interrupted or bool(cfg.stop_after_steps and run.steps_this_session >= cfg.stop_after_steps)
+    if stop_now or (cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0):
+        _save_last(run)
+    if stop_now:
+        raise TrainingInterrupted(f"stopped at epoch {epoch} step {state['step_in_epoch']}; "
+                                  f"checkpoint in {run.last_dir} (resume to continue)")
+
+
+def validate(task, model, val_set, batch_size: int, device) -> dict:
+    """The task's validation metrics of ``model`` on ``val_set`` ({} without a validation set).
+    Calls ``task.validate`` (or, for tasks not yet renamed, ``task.evaluate``)."""
+    if val_set is None or not len(val_set):
+        return {}
+    fn = getattr(task, "validate", None) or task.evaluate
+    model.eval()
+    with torch.no_grad():
+        return fn(model, batches(val_set, np.arange(len(val_set)), batch_size, device))
+
+
+def _end_epoch(run: _Run, metrics: dict, on_epoch_end) -> bool:
+    """Keep the best weights, log the epoch, advance the counters; True when early stopping says stop."""
+    cfg, state = run.cfg, run.state
+    mon = metrics.get(cfg.monitor, metrics["train_loss"])
+    if _better(mon, state["best"], cfg.mode):
+        state["best"], state["best_metrics"], state["bad_epochs"] = mon, metrics, 0
+        _save_best(run, metrics)
+    else:
+        state["bad_epochs"] += 1
+    state["history"].append(metrics)
+    _append_jsonl(run.log_path, metrics)
+    if on_epoch_end:
+        on_epoch_end(metrics)
+    state.update(epoch=metrics["epoch"] + 1, step_in_epoch=0, loss_sum=0.0, loss_count=0)
+    if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
+        state["stopped_early"] = True
+        return True
+    return False
+
+
+def _run_epochs(run: _Run, task, train_set, val_set, on_epoch_end) -> None:
+    while run.state["epoch"] < run.cfg.epochs:
+        metrics = _train_epoch(run, task, train_set)
+        metrics.update(validate(task, run.best_model, val_set, run.cfg.eval_batch_size, run.device))
+        if _end_epoch(run, metrics, on_epoch_end):
+            break
+    run.state["done"] = True
+    _save_last(run)
+
+
+def fit(model, train_set, val_set, task, cfg: TrainConfig, run_dir: str | Path, *, model_name: str,
+        model_kwargs: dict, resume: bool = False, extra_config: dict | None = None,
+        on_epoch_end: Callable[[dict], None] | None = None, config=None) -> dict:
+    """Train ``model``; best weights → ``run_dir/model.safetensors`` + ``config.json``.
+
+    ``config``: the method's :class:`galmo.core.config.Config`; when given, ``run_dir/config.json``
+    is written by its ``save()`` (method, settings, versions) with the checkpoint's keys added, so
+    ``galmo run`` can re-run the folder and ``load_checkpoint`` can load it.
+
+    Returns a summary: ``{"best": {...metrics}, "epochs_run": n, "history": [...], "stopped_early": bool}``.
+    Raises :class:`TrainingInterrupted` after Ctrl-C or ``stop_after_steps`` (state saved; use resume).
+    The caller's global torch RNG is left as it was.
+    """
+    run = _setup(model, train_set, cfg, run_dir, model_name, model_kwargs, extra_config, config)
+    if resume:
+        _resume(run)
+        if run.state.get("done"):  # hand back the best (EMA, when used) weights, as a finished run does
+            model.load_state_dict(ckpt.load_state_dict(run.run_dir / ckpt.MODEL_FILE))
+            return _summary(run.state)
+    else:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        if run.log_path.exists():
+            run.log_path.unlink()
+    write_json(run.run_dir / "train_config.json", {"train": asdict(cfg), "model": {"name": model_name,
+                                                                                  "kwargs": model_kwargs}})
 
     def on_sigint(signum, frame):  # finish the step, save, then stop
-        interrupted["flag"] = True
+        run.interrupted = True
 
     old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
-    steps_this_session = 0
     try:
-        while state["epoch"] < cfg.epochs:
-            epoch = state["epoch"]
-            order = np.random.default_rng(_mix(cfg.seed, epoch)).permutation(n)
-            skip = state["step_in_epoch"]
-            model.train()
-            bar = _bar(cfg, steps_per_epoch, epoch, skip)
-            t0, seen = time.perf_counter(), 0
-            for k, batch in enumerate(batches(train_set, order[skip * cfg.batch_size:], cfg.batch_size, device)):
-                step_in_epoch = skip + k
-                gstep = state["global_step"]
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(gstep, total_steps, cfg)
-                torch.manual_seed(_mix(cfg.seed, epoch, step_in_epoch, 1))
-                gen = torch.Generator(device="cpu").manual_seed(_mix(cfg.seed, epoch, step_in_epoch, 2))
-                if cfg.channels_last:
-                    batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
-                                  for t in batch)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    loss, logs = task.loss(model, batch, gen)
-                if not torch.isfinite(loss):
-                    raise GalmoError(f"training diverged: loss is {loss.item()} at epoch {epoch} step {step_in_epoch}; "
-                                     "lower --lr")
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                else:
-                    loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                bs = batch[0].shape[0]
-                seen += bs
-                state["loss_sum"] += float(loss.detach()) * bs
-                state["loss_count"] += bs
-                state["global_step"] = gstep + 1
-                state["step_in_epoch"] = step_in_epoch + 1
-                steps_this_session += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{state['loss_sum'] / state['loss_count']:.4g}",
-                                    img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-                stop_now = interrupted["flag"] or (cfg.stop_after_steps and steps_this_session >= cfg.stop_after_steps)
-                if stop_now or (cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0):
-                    save_last()
-                if stop_now:
-                    if bar is not None:
-                        bar.close()
-                    raise TrainingInterrupted(f"stopped at epoch {epoch} step {step_in_epoch + 1}; "
-                                              f"checkpoint in {last_dir} (resume to continue)")
-            if bar is not None:
-                bar.close()
-            elapsed = time.perf_counter() - t0
-            metrics = {"epoch": epoch, "step": state["global_step"], "lr": opt.param_groups[0]["lr"],
-                       "train_loss": state["loss_sum"] / max(1, state["loss_count"]),
-                       "train_images_per_s": seen / elapsed if elapsed > 0 else None}
-            best_model.eval()
-            with torch.no_grad():
-                metrics.update(task.evaluate(best_model, batches(val_set, np.arange(len(val_set)), cfg.eval_batch_size,
-                                                            device)) if val_set is not None and len(val_set) else {})
-            mon = metrics.get(cfg.monitor, metrics["train_loss"])
-            if _better(mon, state["best"], cfg.mode):
-                state["best"], state["best_metrics"], state["bad_epochs"] = mon, metrics, 0
-                ckpt.save_checkpoint(run_dir, best_model, model_name, model_kwargs, {**extra, "metrics": metrics})
-            else:
-                state["bad_epochs"] += 1
-            state["history"].append(metrics)
-            _append_jsonl(log_path, metrics)
-            if on_epoch_end:
-                on_epoch_end(metrics)
-            state.update(epoch=epoch + 1, step_in_epoch=0, loss_sum=0.0, loss_count=0)
-            if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
-                state["stopped_early"] = True
-                break
-        state["done"] = True
-        save_last()
+        with torch.random.fork_rng(devices=_cuda_devices()):
+            _run_epochs(run, task, train_set, val_set, on_epoch_end)
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
-    best = ckpt.load_state_dict(run_dir / ckpt.MODEL_FILE)
-    model.load_state_dict(best)
+    model.load_state_dict(ckpt.load_state_dict(run.run_dir / ckpt.MODEL_FILE))
     if cfg.channels_last:
         model.to(memory_format=torch.contiguous_format)
-    return _summary(state)
+    return _summary(run.state)
+
+
+def _cuda_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
 def _summary(state: dict) -> dict:
     return {"best": state["best_metrics"], "epochs_run": state["epoch"], "history": state["history"],
             "stopped_early": bool(state.get("stopped_early"))}
+
+
+def read_progress(run_dir: str | Path) -> dict:
+    """Where the training in ``run_dir`` stands, from its files (the public view of ``last/``).
+
+    ``{"done": bool, "epoch": epochs completed, "global_step": int, "step_in_epoch": int,
+    "history": [per-epoch metrics], "best": metrics of the best epoch or None, "stopped_early": bool,
+    "weights": whether the best weights exist}``; a folder without a checkpoint reads as not started.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "last" / ckpt.STATE_JSON
+    scalars: dict = {}
+    if path.exists():
+        try:
+            scalars = json.loads(path.read_text())["scalars"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise GalmoError(f"unreadable training state ({type(e).__name__}: {e})", path=path) from None
+    return {"done": bool(scalars.get("done")), "epoch": int(scalars.get("epoch", 0)),
+            "global_step": int(scalars.get("global_step", 0)), "step_in_epoch": int(scalars.get("step_in_epoch", 0)),
+            "history": list(scalars.get("history", [])), "best": scalars.get("best_metrics"),
+            "stopped_early": bool(scalars.get("stopped_early")),
+            "weights": (run_dir / ckpt.MODEL_FILE).exists()}
 
 
 def _append_jsonl(path: Path, row: dict) -> None:

@@ -8,14 +8,20 @@ Library::
     auto, thr = triage(preds, coverage=0.5)                          # the confident half is auto-classified
     metrics = evaluate("runs/rotinv", "sims.h5")                     # on the saved test split
 
-Command line: ``galmo train``, ``galmo predict``, ``galmo evaluate`` (see ``docs/supervised.md``).
+``train(data, out, **options)`` takes the options of :class:`~galmo.methods.supervised.config.SupervisedConfig`;
+``run_train(cfg)`` runs a config (what ``galmo train`` and ``galmo run`` call). Command line:
+``galmo train``, ``galmo predict``, ``galmo evaluate`` (see ``docs/supervised.md``).
 
 Models (one flag): ``rotinv`` (the view-pooling network of the paper, exactly invariant to 90°
 rotations and flips), ``simple_cnn`` (a plain CNN from scratch) and ``timm_classifier`` (any timm
 backbone, by default the offline ImageNet EfficientNet-Lite0, fine-tuned). Targets: ``class`` (Galaxy10
 labels, cross-entropy) or ``votes`` (the 37 Galaxy Zoo cumulative vote fractions, outputs normalised
 per question by :func:`galmo.core.schema.normalise_votes`, MSE; RMSE reported as in the challenge).
-Training is :func:`galmo.nn.train.fit` (the one loop) with :mod:`galmo.nn.augment` augmentations.
+Training is :func:`galmo.nn.train.fit` (the one loop) with the task
+:class:`galmo.nn.tasks.classify.SupervisedTask`; every prediction goes through :mod:`galmo.nn.infer`.
+
+``on_error="skip"``: a galaxy whose image cannot be decoded is left out (of training, of the
+predictions) and listed in ``rejected.csv`` (in the run folder; beside the predictions file).
 """
 
 from __future__ import annotations
@@ -27,19 +33,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from galmo.nn import checkpoint as ckpt
-from galmo.nn.augment import AugmentConfig, augment
-from galmo.core.errors import GalmoError
 from galmo.core.catalog import write_catalog
+from galmo.core.errors import BadInput, GalmoError
 from galmo.core.io import read_json, write_json
 from galmo.core.schema import ANSWER_COLUMNS, QUESTION_SLICES, normalise_votes
-from galmo.sources import as_source, read_rows
+from galmo.methods.supervised.config import MODELS, TARGETS, SupervisedConfig  # noqa: F401
+from galmo.nn import checkpoint as ckpt
+from galmo.nn.augment import AugmentConfig
+from galmo.nn.tasks.classify import SupervisedTask  # noqa: F401  (re-exported: it lived here)
+from galmo.sources import as_source, write_rejected
 
-from galmo.methods.supervised.config import MODELS, TARGETS  # noqa: F401
 SPLIT_FILE = "split.csv"
 TEST_IDS_FILE = "test_ids.csv"
+READ_CHUNK = 2048  # galaxies read from a source at a time when predicting (bounded memory)
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -85,6 +92,33 @@ def split_rows(labels: np.ndarray | None, n: int, val_frac: float, test_frac: fl
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+def read_images(src, rows: np.ndarray, kind: str = "image", chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, images): the images of catalog rows ``rows`` (float32 N×C×H×W) and the indices into
+    ``rows`` they belong to. With ``src.on_error == "skip"`` a galaxy whose image cannot be decoded
+    is left out and added to ``src.rejected``; otherwise it raises BadInput naming the file."""
+    rows = np.asarray(rows, dtype=np.int64)
+    kept, parts = [], []
+    for s in range(0, len(rows), chunk):
+        idx = np.arange(s, min(len(rows), s + chunk))
+        try:
+            parts.append(src.read(rows[idx], kind=kind))
+            kept.append(idx)
+            continue
+        except BadInput:
+            if src.on_error != "skip":
+                raise
+        for i in idx:  # a bad item in this chunk: read it galaxy by galaxy
+            try:
+                parts.append(src.read(rows[i:i + 1], kind=kind))
+                kept.append(np.array([i]))
+            except BadInput as e:  # (assigned, not appended: ``rejected`` may be a read-only view)
+                src.rejected = src.rejected + [(e.path or str(src.catalog["id"].iat[rows[i]]),
+                                                str(e.args[0]).removeprefix(f"{e.path}: "))]
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros((0, *src.shape), np.float32)
+    return np.concatenate(kept), np.concatenate(parts).astype(np.float32, copy=False)
+
+
 # ---------------------------------------------------------------------------------------- models
 def model_kwargs(model: str, *, target: str, n_classes: int, in_chans: int, image_size: int,
                  backbone: str | None = None, weights: str | None = "auto", width: int | None = None,
@@ -123,145 +157,182 @@ def outputs_to_predictions(out: torch.Tensor, target: str) -> torch.Tensor:
     return out.softmax(1) if target == "class" else normalise_votes(out)
 
 
-# ---------------------------------------------------------------------------------------- the task
-class SupervisedTask:
-    """What a batch means for :func:`galmo.nn.train.fit`: (images, labels) or (images, vote fractions)."""
-
-    def __init__(self, target: str = "class", augment_cfg: AugmentConfig | None = None):
-        if target not in TARGETS:
-            raise GalmoError(f"--target must be one of {', '.join(TARGETS)} (got {target!r})")
-        self.target = target
-        self.augment_cfg = augment_cfg
-
-    def loss(self, model, batch, generator):
-        x, y = batch
-        if self.augment_cfg is not None:
-            x = augment(x, generator, self.augment_cfg)
-        out = model(x)
-        if self.target == "class":
-            return F.cross_entropy(out, y), {}
-        return F.mse_loss(normalise_votes(out), y), {}
-
-    def evaluate(self, model, loader) -> dict:
-        tot, correct, n = 0.0, 0, 0
-        for x, y in loader:
-            out = model(x)
-            if self.target == "class":
-                tot += F.cross_entropy(out, y, reduction="sum").item()
-                correct += int((out.argmax(1) == y).sum())
-            else:
-                tot += F.mse_loss(normalise_votes(out), y, reduction="sum").item() / y.shape[1]
-            n += len(y)
-        if self.target == "class":
-            return {"val_loss": tot / n, "val_acc": correct / n}
-        return {"val_loss": tot / n, "val_rmse": math.sqrt(tot / n)}
-
 
 # ---------------------------------------------------------------------------------------- train
-def train(data, out, *, model: str = "rotinv", target: str = "class", backbone: str | None = None,
-          weights: str | None = "auto", width: int | None = None, downsample: int | None = None,
-          drop_rate: float | None = None, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-          weight_decay: float = 0.05, val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0,
-          device: str = "auto", resume: bool = False, patience: int | None = None, augment: bool = True,
-          kind: str = "image", max_images: int | None = None, stop_after_steps: int | None = None,
-          progress: bool = True, evaluate_at_end: bool = True, tta: int = 1, on_error: str = "raise",
-          split_from=None, ema: float | None = None, precision: str = "fp32", channels_last: bool = False,
-          zoom: float | None = None, translate: float | None = None, log=print) -> dict:
+def train(data, out, *, log=print, **options) -> dict:
     """Train a supervised model on ``data`` into the run folder ``out``; evaluate on the test split.
 
-    ``split_from``: another run folder whose train/val/test split (``split.csv``) is reused, so that
-    models trained with different seeds or settings are compared — or ensembled — on the same test
-    galaxies, none of which any of them has seen.
+    ``options``: the fields of :class:`~galmo.methods.supervised.config.SupervisedConfig` (model,
+    target, epochs, lr, ...). ``split_from``: another run folder whose train/val/test split
+    (``split.csv``) is reused, so that models trained with different seeds or settings are compared —
+    or ensembled — on the same test galaxies, none of which any of them has seen.
 
     Writes ``split.csv`` (id, split) and ``test_ids.csv``, the best weights (``model.safetensors`` +
-    ``config.json``), ``metrics.jsonl`` per epoch and, at the end, ``metrics.json``, figures and the
-    report. Raises :class:`galmo.nn.train.TrainingInterrupted` after Ctrl-C / ``stop_after_steps`` (resume
-    with ``resume=True``). Returns ``{"fit": fit summary, "test": test metrics}``.
+    ``config.json``, the config's save()), ``metrics.jsonl`` per epoch and, at the end,
+    ``metrics.json``, figures and the report. Raises :class:`galmo.nn.train.TrainingInterrupted`
+    after Ctrl-C / ``stop_after_steps`` (resume with ``resume=True``). Returns ``{"fit": fit summary,
+    "test": test metrics}``.
     """
+    return run_train(SupervisedConfig(data=data, out=out, **options), log=log)
+
+
+def train_settings(cfg: SupervisedConfig):
+    """The training loop's :class:`galmo.nn.train.TrainConfig` of a method config (the one place)."""
+    from galmo.nn.train import TrainConfig
+
+    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                       seed=cfg.seed, device=cfg.device, patience=cfg.patience, progress=cfg.progress,
+                       stop_after_steps=cfg.stop_after_steps, monitor="val_loss", mode="min", ema=cfg.ema,
+                       precision=cfg.precision, channels_last=cfg.channels_last)
+
+
+def augment_settings(cfg: SupervisedConfig) -> AugmentConfig | None:
+    """The training augmentation (None with ``augment=False``): the defaults, ``zoom``/``translate`` set."""
+    if not cfg.augment:
+        return None
+    aug = AugmentConfig()
+    if cfg.zoom is not None:
+        aug.zoom = cfg.zoom
+    if cfg.translate is not None:
+        aug.translate = cfg.translate
+    return aug
+
+
+def run_train(cfg: SupervisedConfig, log=print, source=None) -> dict:
+    """Run one training (see :func:`train`); ``source``: an already opened ``cfg.data``."""
     from galmo.nn.device import set_threads
-    from galmo.nn.models import create
-    from galmo.nn.train import TrainConfig, fit
 
     set_threads()
-    out = Path(out)
-    src = as_source(data, on_error)
-    if kind not in src.kinds:
-        raise GalmoError(f"--kind {kind}: this source has only {', '.join(src.kinds)}", path=src.path)
-    c, h, w = src.shape
-    if model == "rotinv" and h != w:
+    out = Path(cfg.out)
+    src = _training_source(source if source is not None else cfg.data, cfg)
+    data = _TrainingData.select(src, cfg)
+    tr, va, te = _split(data, cfg, out)
+    log(f"[train] {src.path}: {len(tr)} train / {len(va)} val / {len(te)} test galaxies, "
+        f"{'×'.join(map(str, src.shape))}, target {cfg.target}, model {cfg.model}")
+    train_set, val_set = _datasets(src, data, tr, va, cfg.kind, log)
+    summary = _fit(cfg, src, data, train_set, val_set, out, log)
+    result = {"fit": {k: v for k, v in summary.items() if k != "history"}}
+    del train_set, val_set
+    if cfg.evaluate_at_end and len(te):
+        result["test"] = evaluate(out, src, split="test", tta=cfg.tta, device=cfg.device, progress=cfg.progress,
+                                  log=log)
+    if src.on_error == "skip":
+        write_rejected(src, out)
+    return result
+
+
+def _training_source(data, cfg: SupervisedConfig):
+    src = as_source(data, cfg.on_error)
+    if cfg.kind not in src.kinds:
+        raise GalmoError(f"--kind {cfg.kind}: this source has only {', '.join(src.kinds)}", path=src.path)
+    _, h, w = src.shape
+    if cfg.model == "rotinv" and h != w:
         raise GalmoError(f"--model rotinv needs square cutouts, this source has {h}×{w}", path=src.path)
-    rows = usable_rows(src, target)
-    if max_images and len(rows) > max_images:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_images, replace=False))
-    if len(rows) < 10:
-        raise GalmoError(f"only {len(rows)} galaxies with a known {target}: too few to train", path=src.path)
-    y_all = targets_of(src, target, rows)
-    n_classes = 0
-    class_names = None
-    if target == "class":
-        n_classes = int(max(y_all.max() + 1, len(src.class_names or [])))
-        class_names = list(src.class_names) if src.class_names else [str(k) for k in range(n_classes)]
-    ids = src.catalog["id"].astype(str).to_numpy()[rows]
-    reuse = out if resume and (out / SPLIT_FILE).exists() else (Path(split_from) if split_from else None)
-    if reuse is not None:
-        if not (reuse / SPLIT_FILE).exists():
-            raise GalmoError(f"no {SPLIT_FILE} here: not a `galmo train` run folder", path=reuse)
-        split = pd.read_csv(reuse / SPLIT_FILE, dtype={"id": str}).set_index("id")["split"]
-        lab = split.reindex(ids).to_numpy()
-        if pd.isna(lab).any():
-            what = "--resume" if reuse == out else "--split-from"
-            raise GalmoError(f"{what}: {int(pd.isna(lab).sum())} of the source's galaxies are not in the run's "
-                             f"{SPLIT_FILE}", path=reuse)
-        tr, va, te = (np.flatnonzero(lab == s) for s in ("train", "val", "test"))
-        if reuse != out:
-            out.mkdir(parents=True, exist_ok=True)
-            write_catalog(pd.DataFrame({"id": ids, "split": lab}), out / SPLIT_FILE)
-            write_catalog(pd.DataFrame({"id": ids[te]}), out / TEST_IDS_FILE)
-    else:
-        tr, va, te = split_rows(y_all if target == "class" else None, len(rows), val_frac, test_frac, seed)
-        lab = np.empty(len(rows), dtype=object)
+    return src
+
+
+class _TrainingData:
+    """The galaxies a run trains, validates and tests on: catalog rows, ids, targets, classes."""
+
+    def __init__(self, rows, ids, y, n_classes, class_names):
+        self.rows, self.ids, self.y, self.n_classes, self.class_names = rows, ids, y, n_classes, class_names
+
+    @classmethod
+    def select(cls, src, cfg: SupervisedConfig) -> "_TrainingData":
+        rows = usable_rows(src, cfg.target)
+        if cfg.max_images and len(rows) > cfg.max_images:
+            rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, cfg.max_images, replace=False))
+        if len(rows) < 10:
+            raise GalmoError(f"only {len(rows)} galaxies with a known {cfg.target}: too few to train", path=src.path)
+        y = targets_of(src, cfg.target, rows)
+        n_classes, names = 0, None
+        if cfg.target == "class":
+            n_classes = int(max(y.max() + 1, len(src.class_names or [])))
+            names = list(src.class_names) if src.class_names else [str(k) for k in range(n_classes)]
+        return cls(rows, src.catalog["id"].astype(str).to_numpy()[rows], y, n_classes, names)
+
+
+def _split(data: _TrainingData, cfg: SupervisedConfig, out: Path):
+    """(train, val, test) positions into ``data.rows``: a resumed run's own split, ``split_from``'s, or
+    a new seeded one; written to ``split.csv`` and ``test_ids.csv`` unless it is the run's own."""
+    reuse = out if cfg.resume and (out / SPLIT_FILE).exists() else (Path(cfg.split_from) if cfg.split_from else None)
+    if reuse is None:
+        tr, va, te = split_rows(data.y if cfg.target == "class" else None, len(data.rows), cfg.val_frac,
+                                cfg.test_frac, cfg.seed)
+        lab = np.empty(len(data.rows), dtype=object)
         lab[tr], lab[va], lab[te] = "train", "val", "test"
-        out.mkdir(parents=True, exist_ok=True)
-        write_catalog(pd.DataFrame({"id": ids, "split": lab}), out / SPLIT_FILE)
-        write_catalog(pd.DataFrame({"id": ids[te]}), out / TEST_IDS_FILE)
-    log(f"[train] {src.path}: {len(tr)} train / {len(va)} val / {len(te)} test galaxies, {c}×{h}×{w}, "
-        f"target {target}, model {model}")
+    else:
+        lab = _saved_split(reuse, data.ids, "--resume" if reuse == out else "--split-from")
+        tr, va, te = (np.flatnonzero(lab == s) for s in ("train", "val", "test"))
+        if reuse == out:
+            return tr, va, te
+    out.mkdir(parents=True, exist_ok=True)
+    write_catalog(pd.DataFrame({"id": data.ids, "split": lab}), out / SPLIT_FILE)
+    write_catalog(pd.DataFrame({"id": data.ids[te]}), out / TEST_IDS_FILE)
+    return tr, va, te
+
+
+def _saved_split(run: Path, ids: np.ndarray, what: str) -> np.ndarray:
+    """The split label of each of ``ids`` in ``run``'s split.csv."""
+    if not (run / SPLIT_FILE).exists():
+        raise GalmoError(f"no {SPLIT_FILE} here: not a `galmo train` run folder", path=run)
+    split = pd.read_csv(run / SPLIT_FILE, dtype={"id": str}).set_index("id")["split"]
+    lab = split.reindex(ids).to_numpy()
+    if pd.isna(lab).any():
+        raise GalmoError(f"{what}: {int(pd.isna(lab).sum())} of the source's galaxies are not in the run's "
+                         f"{SPLIT_FILE}", path=run)
+    return lab
+
+
+def _datasets(src, data: _TrainingData, tr, va, kind: str, log):
+    """Train and validation TensorDatasets (images read once; undecodable ones skipped when allowed)."""
     t0 = time.perf_counter()
-    x = torch.from_numpy(read_rows(src, rows[np.concatenate([tr, va])], kind)[1])
-    yt = torch.from_numpy(y_all[np.concatenate([tr, va])])
+    both = np.concatenate([tr, va])
+    kept, x = read_images(src, data.rows[both], kind)
+    x = torch.from_numpy(x)
+    yt = torch.from_numpy(data.y[both[kept]])
     log(f"[train] images read in {time.perf_counter() - t0:.1f} s")
-    train_set = torch.utils.data.TensorDataset(x[:len(tr)], yt[:len(tr)])
-    val_set = torch.utils.data.TensorDataset(x[len(tr):], yt[len(tr):]) if len(va) else None
-    kw = model_kwargs(model, target=target, n_classes=n_classes, in_chans=c, image_size=h, backbone=backbone,
-                      weights=weights, width=width, downsample=downsample, drop_rate=drop_rate)
-    torch.manual_seed(seed)
-    net = create(model, **kw)
-    if target == "votes":  # start every answer positive so normalise_votes' ReLU is not dead at init
+    n_tr = int((kept < len(tr)).sum())
+    train_set = torch.utils.data.TensorDataset(x[:n_tr], yt[:n_tr])
+    val_set = torch.utils.data.TensorDataset(x[n_tr:], yt[n_tr:]) if len(x) > n_tr else None
+    return train_set, val_set
+
+
+def _build_model(cfg: SupervisedConfig, kw: dict):
+    from galmo.nn.models import create
+
+    torch.manual_seed(cfg.seed)
+    net = create(cfg.model, **kw)
+    if cfg.target == "votes":  # start every answer positive so normalise_votes' ReLU is not dead at init
         lin = _last_linear(net)
         if lin is not None and lin.bias is not None:
             torch.nn.init.constant_(lin.bias, 0.1)
-    aug = None
-    if augment:
-        aug = AugmentConfig()
-        if zoom is not None:
-            aug.zoom = zoom
-        if translate is not None:
-            aug.translate = translate
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                      device=device, patience=patience, progress=progress, stop_after_steps=stop_after_steps,
-                      monitor="val_loss", mode="min", ema=ema, precision=precision, channels_last=channels_last)
-    sup = {"target": target, "class_names": class_names, "n_classes": n_classes, "kind": kind,
-           "source": str(src.path), "val_frac": val_frac, "test_frac": test_frac, "seed": seed,
-           "augment": aug.to_dict() if aug else None, "model": model, "shape": [c, h, w]}
-    summary = fit(net, train_set, val_set, SupervisedTask(target, aug), cfg, out, model_name=model,
-                  model_kwargs=kw, resume=resume, extra_config={"supervised": sup},
-                  on_epoch_end=lambda m: log("[train] epoch {epoch}: ".format(**m) + ", ".join(
-                      f"{k} {v:.4g}" for k, v in m.items() if k not in ("epoch", "step") and isinstance(v, float))))
-    result = {"fit": {k: v for k, v in summary.items() if k != "history"}}
-    if evaluate_at_end and len(te):
-        del x, train_set, val_set
-        result["test"] = evaluate(out, src, split="test", tta=tta, device=device, log=log)
-    return result
+    return net
+
+
+def _fit(cfg: SupervisedConfig, src, data: _TrainingData, train_set, val_set, out: Path, log) -> dict:
+    """Build the model and train it with the one loop; config.json is ``cfg.save`` + the checkpoint keys."""
+    from galmo.nn.train import fit
+
+    c, h, w = src.shape
+    weights = None if cfg.weights in (None, "none") else cfg.weights
+    kw = model_kwargs(cfg.model, target=cfg.target, n_classes=data.n_classes, in_chans=c, image_size=h,
+                      backbone=cfg.backbone, weights=weights, width=cfg.width, downsample=cfg.downsample,
+                      drop_rate=cfg.drop_rate)
+    net = _build_model(cfg, kw)
+    aug = augment_settings(cfg)
+    sup = {"target": cfg.target, "class_names": data.class_names, "n_classes": data.n_classes, "kind": cfg.kind,
+           "source": str(src.path), "val_frac": cfg.val_frac, "test_frac": cfg.test_frac, "seed": cfg.seed,
+           "augment": aug.to_dict() if aug else None, "model": cfg.model, "shape": [c, h, w]}
+    saved = cfg.replace(data=str(src.path), out=str(out), resume=False, stop_after_steps=None)
+    return fit(net, train_set, val_set, SupervisedTask(cfg.target, aug), train_settings(cfg), out,
+               model_name=cfg.model, model_kwargs=kw, resume=cfg.resume, extra_config={"supervised": sup},
+               on_epoch_end=lambda m: log(_epoch_line(m)), config=saved)
+
+
+def _epoch_line(m: dict) -> str:
+    return "[train] epoch {epoch}: ".format(**m) + ", ".join(
+        f"{k} {v:.4g}" for k, v in m.items() if k not in ("epoch", "step") and isinstance(v, float))
 
 
 # ---------------------------------------------------------------------------------------- predict
@@ -286,21 +357,43 @@ def apply_transform(x: torch.Tensor, k: int, angle: float) -> torch.Tensor:
     return dihedral(x, k)
 
 
-@torch.no_grad()
-def predict_arrays(model, images, target: str, tta: int = 1, batch_size: int = 256, device="cpu") -> np.ndarray:
-    """Probabilities (N, K) or vote fractions (N, 37), averaged over ``tta`` transforms."""
-    model.eval()
-    device = torch.device(device)
-    outs = []
-    tfs = tta_transforms(tta, period=45.0 if type(model).__name__ == "RotInvNet" else 90.0)
-    for s in range(0, len(images), batch_size):
-        xb = torch.as_tensor(np.asarray(images[s:s + batch_size]), dtype=torch.float32).to(device)
+def _tta_mean(model, xb: torch.Tensor, target: str, tfs) -> torch.Tensor:
+    """Predictions of one batch averaged over the transforms ``tfs``."""
+    acc = None
+    for k, ang in tfs:
+        p = outputs_to_predictions(model(apply_transform(xb, k, ang)), target)
+        acc = p if acc is None else acc + p
+    return acc / len(tfs)
+
+
+def _tta_period(model) -> float:
+    return 45.0 if type(model).__name__ == "RotInvNet" else 90.0
+
+
+def ensemble_fn(models, target: str, tta: int = 1):
+    """A callable of an image batch: the members' TTA-averaged predictions, averaged over members."""
+    tfs = [tta_transforms(tta, period=_tta_period(m)) for m in models]
+    for m in models:
+        m.eval()
+
+    def fn(xb):
         acc = None
-        for k, ang in tfs:
-            p = outputs_to_predictions(model(apply_transform(xb, k, ang)), target)
+        for m, t in zip(models, tfs):
+            p = _tta_mean(m, xb, target, t)
             acc = p if acc is None else acc + p
-        outs.append((acc / len(tfs)).cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+        return acc / len(models)
+
+    return fn
+
+
+def predict_arrays(model, images, target: str, tta: int = 1, batch_size: int = 256, device="cpu",
+                   progress: bool = False) -> np.ndarray:
+    """Probabilities (N, K) or vote fractions (N, 37) of an image array, averaged over ``tta``
+    transforms (through :func:`galmo.nn.infer.infer`)."""
+    from galmo.nn.infer import infer
+
+    return infer(ensemble_fn([model], target, tta), images, batch_size=batch_size, device=device,
+                 progress=progress, desc="predicting")
 
 
 def entropy(p: np.ndarray) -> np.ndarray:
@@ -362,7 +455,7 @@ def check_unseen(runs: list[Path], test_ids: set) -> None:
 
 
 def predict(run_dir, data, *, rows=None, tta: int = 1, batch_size: int = 256, device: str = "auto",
-            on_error: str = "raise", model=None, sup=None) -> pd.DataFrame:
+            on_error: str = "raise", model=None, sup=None, progress: bool = False) -> pd.DataFrame:
     """Predictions for every galaxy of ``data`` (or the catalog rows ``rows``), same ``id``.
 
     ``run_dir`` may be a list of run folders: their probabilities (or vote fractions) are averaged.
@@ -370,30 +463,51 @@ def predict(run_dir, data, *, rows=None, tta: int = 1, batch_size: int = 256, de
     Class target: ``prob_0..prob_{K-1}``, ``pred_label``, ``pred_name``, ``confidence`` (max
     probability), ``entropy`` (nats). Votes target: the 37 ``Class*`` cumulative fractions, and
     ``confidence``/``entropy`` of the Q1 answer (smooth / features / star). ``label``/``label_name``
-    are copied when the source has them.
+    are copied when the source has them. With ``on_error="skip"`` (or a source opened so) galaxies
+    whose image cannot be decoded are left out and added to ``src.rejected``.
     """
-    from galmo.nn.device import resolve_device
-
     src = as_source(data, on_error)
     if model is None:
         model, _, sup = load_runs(run_dir, device)
     models = model if isinstance(model, (list, tuple)) else [model]
-    dev = resolve_device(device)
     if tuple(src.shape) != tuple(sup["shape"]):
         raise GalmoError(f"images are {tuple(src.shape)} but the model was trained on {tuple(sup['shape'])} "
                          "(C, H, W)", path=src.path)
-    kind = sup.get("kind", "image")
     rows = np.arange(len(src)) if rows is None else np.asarray(rows)
-    target = sup["target"]
-    parts = []
-    for s in range(0, len(rows), 2048):  # bounded memory on big sources
-        x = read_rows(src, rows[s:s + 2048], kind)[1]
-        parts.append(sum(predict_arrays(m, x, target, tta, batch_size, dev) for m in models) / len(models))
-    p = np.concatenate(parts) if parts else np.zeros((0, len(ANSWER_COLUMNS) if target == "votes" else
-                                                     sup["n_classes"]), np.float32)
-    cat = src.catalog.iloc[rows]
+    rows, p = _predict_rows(models, src, rows, sup, tta, batch_size, device, progress)
+    return prediction_frame(src.catalog.iloc[rows], p, sup)
+
+
+def _predict_rows(models, src, rows: np.ndarray, sup: dict, tta: int, batch_size: int, device,
+                  progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(rows read, predictions): the source is read :data:`READ_CHUNK` galaxies at a time and every
+    batch goes through :func:`galmo.nn.infer.infer` (members and transforms averaged)."""
+    from galmo.nn.device import resolve_device
+    from galmo.nn.infer import infer
+
+    kind, target = sup.get("kind", "image"), sup["target"]
+    read: list[np.ndarray] = []
+
+    def image_batches():
+        for s in range(0, len(rows), READ_CHUNK):  # bounded memory on big sources
+            kept, x = read_images(src, rows[s:s + READ_CHUNK], kind)
+            read.append(rows[s:s + READ_CHUNK][kept])
+            for b in range(0, len(x), batch_size):
+                yield x[b:b + batch_size]
+
+    p = infer(ensemble_fn(models, target, tta), image_batches(), batch_size=batch_size,
+              device=resolve_device(device), progress=progress, desc="predicting", total=len(rows))
+    width = len(ANSWER_COLUMNS) if target == "votes" else sup["n_classes"]
+    rows_read = np.concatenate(read) if read else np.zeros(0, np.int64)
+    if not len(rows_read):
+        p = np.zeros((0, width), np.float32)
+    return rows_read, p
+
+
+def prediction_frame(cat: pd.DataFrame, p: np.ndarray, sup: dict) -> pd.DataFrame:
+    """The predictions table of catalog rows ``cat`` from their probabilities / vote fractions ``p``."""
     df = pd.DataFrame({"id": cat["id"].astype(str).to_numpy()})
-    if target == "class":
+    if sup["target"] == "class":
         names = sup["class_names"]
         for k in range(p.shape[1]):
             df[f"prob_{k}"] = p[:, k]
@@ -455,24 +569,54 @@ def write_triage(preds: pd.DataFrame, auto: np.ndarray, out, src=None, montage_n
 
 # ---------------------------------------------------------------------------------------- evaluate
 def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = "auto", out=None,
-             batch_size: int = 256, report: bool = True, log=print) -> dict:
+             batch_size: int = 256, report: bool = True, progress: bool = False, log=print) -> dict:
     """Evaluate a run on ``data``: on its saved test split when those ids are in ``data`` (``split="test"``),
     else on every galaxy with a known target. Writes ``metrics.json`` (key ``test`` / ``all``), figures,
     the predictions (``predictions_<split>.parquet``) and the report section into ``out`` (default the run)."""
-    from galmo.core import metrics as M
-
     runs = _run_list(run_dir)
-    run_dir = runs[0]
     if len(runs) > 1 and not out:
         raise GalmoError("evaluating an ensemble needs --out (a folder for its metrics and figures)")
-    out = Path(out) if out else run_dir
+    out = Path(out) if out else runs[0]
     src = as_source(data)
     models, cfgs, sup = load_runs(runs, device)
-    target = sup["target"]
+    rows, used = _evaluation_rows(src, runs, sup["target"], split)
+    t0 = time.perf_counter()
+    rows, p = _predict_rows(models, src, rows, sup, tta, batch_size, device, progress)
+    secs = time.perf_counter() - t0
+    preds = prediction_frame(src.catalog.iloc[rows], p, sup)
+    name = cfgs[0]["model"]["name"] if len(runs) == 1 else f"ensemble of {len(runs)}"
+    res: dict = {"split": used, "n": int(len(rows)), "tta": tta, "model": name,
+                 "predict_images_per_s": len(rows) / secs if secs > 0 else None}
+    if len(runs) > 1:
+        res["members"] = [{"run": str(r), "model": c["model"]["name"], "kwargs": c["model"].get("kwargs", {})}
+                          for r, c in zip(runs, cfgs)]
+    y = targets_of(src, sup["target"], rows)
+    if sup["target"] == "class":
+        _class_metrics(res, y, preds, sup["class_names"], out / "figures", log)
+    else:
+        _vote_metrics(res, y, preds, out / "figures", log)
+    write_catalog(preds, out / f"predictions_{used}.parquet")
+    mpath = out / "metrics.json"
+    allm = read_json(mpath) if mpath.exists() else {}
+    allm[used] = res
+    write_json(mpath, allm)
+    if report:
+        from galmo.methods.supervised.report import section
+        from galmo.report import build_report
+
+        section(out)
+        build_report(out)
+    return res
+
+
+def _evaluation_rows(src, runs: list[Path], target: str, split: str) -> tuple[np.ndarray, str]:
+    """(catalog rows, "test" or "all"): the first run's saved test split when ``split="test"`` and its
+    ids are in ``src``, else every galaxy with a known target. An ensemble member that trained on
+    any of them is refused."""
     rows = usable_rows(src, target)
     used = "all"
-    if split == "test" and (run_dir / TEST_IDS_FILE).exists():
-        test_ids = set(pd.read_csv(run_dir / TEST_IDS_FILE, dtype={"id": str})["id"])
+    if split == "test" and (runs[0] / TEST_IDS_FILE).exists():
+        test_ids = set(pd.read_csv(runs[0] / TEST_IDS_FILE, dtype={"id": str})["id"])
         sel = src.catalog["id"].astype(str).to_numpy()[rows]
         in_test = np.array([i in test_ids for i in sel], bool)
         if in_test.any():
@@ -481,123 +625,76 @@ def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = 
         check_unseen(runs, set(src.catalog["id"].astype(str).to_numpy()[rows]))
     if not len(rows):
         raise GalmoError(f"no galaxies with a known {target} to evaluate on", path=src.path)
-    t0 = time.perf_counter()
-    preds = predict(runs, src, rows=rows, tta=tta, batch_size=batch_size, device=device, model=models, sup=sup)
-    secs = time.perf_counter() - t0
-    y = targets_of(src, target, rows)
-    fig_dir = out / "figures"
-    name = cfgs[0]["model"]["name"] if len(runs) == 1 else f"ensemble of {len(runs)}"
-    res: dict = {"split": used, "n": int(len(rows)), "tta": tta, "model": name,
-                 "predict_images_per_s": len(rows) / secs if secs > 0 else None}
-    if len(runs) > 1:
-        res["members"] = [{"run": str(r), "model": c["model"]["name"], "kwargs": c["model"].get("kwargs", {})}
-                          for r, c in zip(runs, cfgs)]
-    figures, captions = [], []
+    return rows, used
+
+
+def _class_metrics(res: dict, y: np.ndarray, preds: pd.DataFrame, names: list, fig_dir: Path, log) -> None:
+    """Top-1, balanced accuracy, accuracy at coverage, ECE, per-class P/R, confusion (+ figures) into ``res``."""
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+
     from galmo import plots
+    from galmo.core import metrics as M
 
-    if target == "class":
-        names = sup["class_names"]
-        k = len(names)
-        p = preds[[f"prob_{j}" for j in range(k)]].to_numpy()
-        pred, conf = p.argmax(1), p.max(1)
-        correct = pred == y
-        from sklearn.metrics import balanced_accuracy_score, confusion_matrix
-
-        cov, acc = M.accuracy_coverage(y, pred, conf)
-        bins = M.reliability_bins(conf, correct)
-        prc = M.per_class_precision_recall(y, pred, k)
-        res.update(top1=float(correct.mean()), balanced_accuracy=float(balanced_accuracy_score(y, pred)),
-                   acc_at_50pct_coverage=M.accuracy_at_coverage(y, pred, conf, 0.5),
-                   acc_at_80pct_coverage=M.accuracy_at_coverage(y, pred, conf, 0.8),
-                   ece=M.expected_calibration_error(conf, correct),
-                   per_class={names[j]: {"precision": float(prc["precision"][j]), "recall": float(prc["recall"][j]),
-                                         "support": int(prc["support"][j])} for j in range(k)})
-        cm = confusion_matrix(y, pred, labels=np.arange(k))
-        res["confusion"] = cm.tolist()
-        figures += [plots.confusion(cm, fig_dir / "supervised_confusion.png", names, names,
-                                    title=f"{res['model']}: test confusion (top-1 {res['top1']:.3f})"),
-                    plots.accuracy_coverage_curve({res["model"]: (cov, acc)}, fig_dir / "supervised_coverage.png"),
-                    plots.reliability_diagram(bins, fig_dir / "supervised_reliability.png", ece=res["ece"])]
-        captions += ["confusion matrix (rows: true class, colour: row fraction)",
-                     "accuracy of the most confident galaxies vs the fraction kept (triage)",
-                     "calibration: accuracy vs confidence per bin"]
-        log(f"[evaluate] {used} ({len(rows)}): top-1 {res['top1']:.4f}, balanced {res['balanced_accuracy']:.4f}, "
-            f"50%-most-confident {res['acc_at_50pct_coverage']:.4f}, ECE {res['ece']:.4f}")
-    else:
-        p = preds[ANSWER_COLUMNS].to_numpy()
-        res["rmse"] = M.vote_rmse(p, y)
-        res["rmse_per_question"] = {f"Q{qi + 1}": M.vote_rmse(p[:, a:b], y[:, a:b])
-                                    for qi, (a, b) in enumerate(QUESTION_SLICES)}
-        ha = M.high_agreement_accuracy(p, y, threshold=0.8)
-        res.update({f"high_agreement_{k}": v for k, v in ha.items()})
-        a, b = QUESTION_SLICES[0]
-        yq, pq = y[:, a:b].argmax(1), p[:, a:b].argmax(1)
-        conf = p[:, a:b].max(1)
-        cov, acc = M.accuracy_coverage(yq, pq, conf)
-        res["q1_top1"] = float((yq == pq).mean())
-        res["q1_acc_at_50pct_coverage"] = M.accuracy_at_coverage(yq, pq, conf, 0.5)
-        figures.append(plots.accuracy_coverage_curve({res["model"]: (cov, acc)}, fig_dir / "supervised_coverage.png",
-                                                     title="Q1 (smooth/features/star) accuracy vs coverage"))
-        captions.append("Q1 top answer: accuracy of the most confident galaxies vs the fraction kept")
-        log(f"[evaluate] {used} ({len(rows)}): vote RMSE {res['rmse']:.4f}, high-agreement accuracy "
-            f"{res['high_agreement_all_accuracy']:.4f} (n={res['high_agreement_all_n']})")
-    write_catalog(preds, out / f"predictions_{used}.parquet")
-    mpath = out / "metrics.json"
-    allm = read_json(mpath) if mpath.exists() else {}
-    allm[used] = res
-    write_json(mpath, allm)
-    if report:
-        add_report_section(out, res, sup, figures, captions)
-    return res
+    k = len(names)
+    p = preds[[f"prob_{j}" for j in range(k)]].to_numpy()
+    pred, conf = p.argmax(1), p.max(1)
+    correct = pred == y
+    cov, acc = M.accuracy_coverage(y, pred, conf)
+    bins = M.reliability_bins(conf, correct)
+    prc = M.per_class_precision_recall(y, pred, k)
+    res.update(top1=float(correct.mean()), balanced_accuracy=float(balanced_accuracy_score(y, pred)),
+               acc_at_50pct_coverage=M.accuracy_at_coverage(y, pred, conf, 0.5),
+               acc_at_80pct_coverage=M.accuracy_at_coverage(y, pred, conf, 0.8),
+               ece=M.expected_calibration_error(conf, correct),
+               per_class={names[j]: {"precision": float(prc["precision"][j]), "recall": float(prc["recall"][j]),
+                                     "support": int(prc["support"][j])} for j in range(k)})
+    cm = confusion_matrix(y, pred, labels=np.arange(k))
+    res["confusion"] = cm.tolist()
+    plots.confusion(cm, fig_dir / "supervised_confusion.png", names, names,
+                    title=f"{res['model']}: test confusion (top-1 {res['top1']:.3f})")
+    plots.accuracy_coverage_curve({res["model"]: (cov, acc)}, fig_dir / "supervised_coverage.png")
+    plots.reliability_diagram(bins, fig_dir / "supervised_reliability.png", ece=res["ece"])
+    log(f"[evaluate] {res['split']} ({res['n']}): top-1 {res['top1']:.4f}, balanced {res['balanced_accuracy']:.4f}, "
+        f"50%-most-confident {res['acc_at_50pct_coverage']:.4f}, ECE {res['ece']:.4f}")
 
 
-def add_report_section(run_dir, res: dict, sup: dict, figures, captions, key: str = "supervised",
-                       extra_html: str = "") -> None:
-    from galmo.report import add_section, build_report, metrics_html, table_html
+def _vote_metrics(res: dict, y: np.ndarray, preds: pd.DataFrame, fig_dir: Path, log) -> None:
+    """Vote RMSE (all, per question), high-agreement accuracy, Q1 accuracy and coverage (+ figure) into ``res``."""
+    from galmo import plots
+    from galmo.core import metrics as M
 
-    flat = {k: v for k, v in res.items() if not isinstance(v, (dict, list))}
-    body = (f"<p>Supervised morphology after Dieleman, Willett &amp; Dambre (2015): model <b>{res['model']}</b>, "
-            f"target <b>{sup['target']}</b>, evaluated on the {res['split']} split ({res['n']} galaxies, "
-            f"TTA {res['tta']}).</p>" + extra_html + metrics_html(flat))
-    if "per_class" in res:
-        body += table_html(pd.DataFrame([{"class": k, **v} for k, v in res["per_class"].items()]))
-    if "rmse_per_question" in res:
-        body += table_html(pd.DataFrame({"question": list(res["rmse_per_question"]),
-                                         "rmse": list(res["rmse_per_question"].values())}))
-    add_section(run_dir, key, "Supervised morphology (view-pooling CNN)", body, figures, captions)
-    build_report(run_dir)
+    p = preds[ANSWER_COLUMNS].to_numpy()
+    res["rmse"] = M.vote_rmse(p, y)
+    res["rmse_per_question"] = {f"Q{qi + 1}": M.vote_rmse(p[:, a:b], y[:, a:b])
+                                for qi, (a, b) in enumerate(QUESTION_SLICES)}
+    ha = M.high_agreement_accuracy(p, y, threshold=0.8)
+    res.update({f"high_agreement_{k}": v for k, v in ha.items()})
+    a, b = QUESTION_SLICES[0]
+    yq, pq = y[:, a:b].argmax(1), p[:, a:b].argmax(1)
+    conf = p[:, a:b].max(1)
+    cov, acc = M.accuracy_coverage(yq, pq, conf)
+    res["q1_top1"] = float((yq == pq).mean())
+    res["q1_acc_at_50pct_coverage"] = M.accuracy_at_coverage(yq, pq, conf, 0.5)
+    plots.accuracy_coverage_curve({res["model"]: (cov, acc)}, fig_dir / "supervised_coverage.png",
+                                  title="Q1 (smooth/features/star) accuracy vs coverage")
+    log(f"[evaluate] {res['split']} ({res['n']}): vote RMSE {res['rmse']:.4f}, high-agreement accuracy "
+        f"{res['high_agreement_all_accuracy']:.4f} (n={res['high_agreement_all_n']})")
 
 
 # ---------------------------------------------------------------------------------------- demo
 def demo_section(run_dir, source, quick: bool = False) -> dict:
     """Train the view-pooling network on ``source`` (≤ 5 min on 2 cores for 3000 galaxies; ``quick``:
-    seconds) and add the "supervised" section to ``run_dir``'s report."""
+    seconds) into ``run_dir/supervised/`` and add the "supervised" section to ``run_dir``'s report
+    (:func:`galmo.methods.supervised.report.section` finds the run in that sub-folder)."""
+    from galmo.methods.supervised.report import DEMO_RUN, section
+
     run_dir = Path(run_dir)
-    sub = run_dir / "supervised"
+    sub = run_dir / DEMO_RUN
     if quick:
         kw = dict(epochs=1, max_images=160, width=4, batch_size=32)
     else:  # ~8 s per epoch for 2100 training galaxies on 2 free cores (×10–30 when they are shared)
         kw = dict(epochs=10, width=16, batch_size=32, lr=3e-3)
-    res = train(source, sub, model="rotinv", target="class", progress=not quick, evaluate_at_end=False, **kw)
+    train(source, sub, model="rotinv", target="class", progress=not quick, evaluate_at_end=False, **kw)
     test = evaluate(sub, source, split="test", report=False, out=sub)
-    figs = sorted((sub / "figures").glob("supervised_*.png"))
-    import shutil
-
-    dest = []
-    for f in figs:
-        d = run_dir / "figures" / f.name
-        d.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, d)
-        dest.append(d)
-    _, cfg, sup = load_run(sub, "cpu")
-    caps = {"supervised_confusion.png": "confusion matrix (rows: true class)",
-            "supervised_coverage.png": "accuracy of the most confident galaxies vs the fraction kept",
-            "supervised_reliability.png": "calibration: accuracy vs confidence"}
-    from galmo.report import add_section, metrics_html
-
-    flat = {k: v for k, v in test.items() if not isinstance(v, (dict, list))}
-    body = (f"<p>View-pooling rotation-invariant CNN (Dieleman et al. 2015) trained in {res['fit']['epochs_run']} "
-            f"epochs{' (quick settings)' if quick else ''}; run folder <code>{sub.name}/</code>.</p>" + metrics_html(flat))
-    add_section(run_dir, "supervised", "Supervised morphology (view-pooling CNN)", body, dest,
-                [caps.get(f.name, f.name) for f in dest])
+    section(run_dir)
     return test

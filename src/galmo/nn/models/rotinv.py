@@ -29,6 +29,7 @@ used maxout layers of 2048 units; ``hidden`` sets the size).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -50,19 +51,24 @@ def dihedral_orbit(x: torch.Tensor) -> list[torch.Tensor]:
     return [dihedral(x, k) for k in range(8)]
 
 
-_GRID_CACHE: dict = {}
-
-
 def rotation_grid(h: int, w: int, angle_deg: float, device=None, dtype=torch.float32) -> torch.Tensor:
     """A (1, H, W, 2) ``grid_sample`` grid rotating an image by ``angle_deg`` about its centre.
 
     Pixel-centre coordinates relative to the centre are exact half-integers, and the rotation is
     computed in float64 and rounded once, so the grid is symmetric under the grid's own 90°
-    rotations and flips to the last bit (what keeps the view set exactly permuted).
+    rotations and flips to the last bit (what keeps the view set exactly permuted). The last
+    :data:`GRID_CACHE_SIZE` grids are cached (one per size, angle, device and dtype in use).
     """
-    key = (h, w, float(angle_deg), str(device), dtype)
-    g = _GRID_CACHE.get(key)
-    if g is None:
+    return _grid(int(h), int(w), float(angle_deg), str(torch.device(device) if device is not None else "cpu"), dtype)
+
+
+GRID_CACHE_SIZE = 32
+
+
+@functools.lru_cache(maxsize=GRID_CACHE_SIZE)
+def _grid(h: int, w: int, angle_deg: float, device: str, dtype) -> torch.Tensor:
+    # a normal tensor even when first asked for under inference_mode: training may reuse it in autograd
+    with torch.inference_mode(False):
         t = math.radians(angle_deg)
         c, s = math.cos(t), math.sin(t)
         ys = torch.arange(h, dtype=torch.float64) - (h - 1) / 2
@@ -72,9 +78,7 @@ def rotation_grid(h: int, w: int, angle_deg: float, device=None, dtype=torch.flo
         # (align_corners=False: pixel i of n sits at (2i + 1)/n - 1 = 2 (i - (n-1)/2) / n)
         sx = c * xx + s * yy
         sy = -s * xx + c * yy
-        g = torch.stack([2 * sx / w, 2 * sy / h], dim=-1)[None].to(device=device, dtype=dtype)
-        _GRID_CACHE[key] = g
-    return g
+        return torch.stack([2 * sx / w, 2 * sy / h], dim=-1)[None].to(device=device, dtype=dtype)
 
 
 def rotate(x: torch.Tensor, angle_deg: float, padding_mode: str = "zeros") -> torch.Tensor:

@@ -1,1 +1,2 @@
-"""What a training loop optimises: one task per file (loss + evaluate on a loader)."""
+"""What a training loop optimises: one task per file (``loss`` on a batch, ``validate`` on a loader;
+see :mod:`galmo.nn.train`)."""

@@ -25,14 +25,21 @@ class DenoiseTask:
         loss = F.mse_loss(y, x)
         return loss, {"mse": float(loss.detach())}
 
-    def evaluate(self, model, loader):
+    def validate(self, model, loader):
+        """Mean squared error per pixel on ``loader``'s batches (fixed noise draws), through galmo.nn.infer."""
         import torch
         import torch.nn.functional as F
 
+        from galmo.nn.infer import infer_batches
+
         g = torch.Generator().manual_seed(12345)
         tot, n = 0.0, 0
-        for x, sigma in loader:
-            y = model(self._noisy(x, sigma, g))
-            tot += float(F.mse_loss(y, x, reduction="sum"))
+
+        def sse(x, sigma):
+            nonlocal n
             n += x.numel()
+            return F.mse_loss(model(self._noisy(x, sigma, g)), x, reduction="sum").reshape(1)
+
+        for s in infer_batches(sse, loader, device=next(model.parameters()).device, dtype=None):
+            tot += float(s[0])
         return {"val_loss": tot / max(n, 1)}

@@ -1,0 +1,65 @@
+"""Supervised morphology (the ``galmo train`` task): Galaxy10 classes or Galaxy Zoo vote fractions.
+
+A batch is (images, labels) with cross-entropy, or (images, cumulative vote fractions) with the MSE
+of the tree-normalised outputs (:func:`galmo.core.schema.normalise_votes`); training images are
+augmented with :func:`galmo.nn.augment.augment` when an :class:`~galmo.nn.augment.AugmentConfig`
+is given.
+"""
+
+from __future__ import annotations
+
+import math
+
+from galmo.core.errors import GalmoError
+
+TARGETS = ("class", "votes")
+
+
+class SupervisedTask:
+    """What a batch means for :func:`galmo.nn.train.fit`: (images, labels) or (images, vote fractions)."""
+
+    def __init__(self, target: str = "class", augment_cfg=None):
+        if target not in TARGETS:
+            raise GalmoError(f"--target must be one of {', '.join(TARGETS)} (got {target!r})")
+        self.target = target
+        self.augment_cfg = augment_cfg
+
+    def loss(self, model, batch, generator):
+        import torch.nn.functional as F
+
+        from galmo.core.schema import normalise_votes
+        from galmo.nn.augment import augment
+
+        x, y = batch
+        if self.augment_cfg is not None:
+            x = augment(x, generator, self.augment_cfg)
+        out = model(x)
+        if self.target == "class":
+            return F.cross_entropy(out, y), {}
+        return F.mse_loss(normalise_votes(out), y), {}
+
+    def validate(self, model, loader) -> dict:
+        """val_loss and val_acc (class) or val_rmse (votes) over ``loader``, through galmo.nn.infer."""
+        import torch
+        import torch.nn.functional as F
+
+        from galmo.core.schema import normalise_votes
+        from galmo.nn.infer import infer_batches
+
+        tot, correct, n, per = 0.0, 0, 0, 1
+
+        def sums(x, y):  # (summed loss, correct answers) of one batch
+            nonlocal n, per
+            n += len(y)
+            per = 1 if self.target == "class" else y.shape[1]
+            out = model(x)
+            if self.target == "class":
+                return torch.stack([F.cross_entropy(out, y, reduction="sum"), (out.argmax(1) == y).sum().float()])
+            return torch.stack([F.mse_loss(normalise_votes(out), y, reduction="sum"), torch.zeros(())])
+
+        for s in infer_batches(sums, loader, device=next(model.parameters()).device, dtype=None):
+            tot += float(s[0]) / per  # the votes loss is per answer, as in training
+            correct += int(s[1])
+        if self.target == "class":
+            return {"val_loss": tot / n, "val_acc": correct / n}
+        return {"val_loss": tot / n, "val_rmse": math.sqrt(tot / n)}
