@@ -89,6 +89,8 @@ def test_every_option_has_help_and_shows_its_default():
 
 def _shared_help(flag: str) -> str | None:
     key = flag.removeprefix("--").replace("-", "_")
+    if key not in HELP and key.startswith("no_"):  # the negative of a --x/--no-x pair
+        key = key.removeprefix("no_")
     return DEFAULT_PART.sub("", HELP[key]).strip() if flag.startswith("--") and key in HELP else None
 
 
