@@ -87,7 +87,26 @@ def test_bad_input_messages():
     with pytest.raises(GalmoError, match="unknown clustering member"):
         VotingClustering(3, members=["kmeans", "dbscan"]).fit(np.random.default_rng(0).normal(size=(30, 2)))
     with pytest.raises(GalmoError, match="K"):
-        VotingClustering(1).fit(np.zeros((10, 2)))
+        VotingClustering(0).fit(np.zeros((10, 2)))
+    with pytest.raises(GalmoError, match="not fitted"):
+        VotingClustering(3).predict(np.zeros((10, 2)))
+
+
+def test_predict_members_and_nearest_centroid():
+    """predict_members gives what the fit gives on its own points (well separated), and the nearest
+    centroid (scikit-learn's pairwise_distances_argmin) equals the brute-force argmin."""
+    from galmo.stages.voting import _nearest_centroid
+
+    X, _ = make_blobs(500, centers=4, n_features=5, cluster_std=0.5, random_state=3)
+    vc = VotingClustering([4, 5], random_state=0).fit(X)
+    lab, agree, members = vc.predict_members(X)
+    assert np.array_equal(lab, vc.labels_) and np.array_equal(agree, vc.agreement_)
+    assert np.array_equal(members, vc.member_labels_)
+    assert np.array_equal(vc.predict(X, k=5), vc.predict_members(X, 5)[0])
+    rng = np.random.default_rng(0)
+    P, C = rng.normal(size=(3000, 7)).astype(np.float32), rng.normal(size=(9, 7)).astype(np.float32)
+    brute = ((P[:, None, :].astype(np.float64) - C[None]) ** 2).sum(-1).argmin(1)
+    assert np.array_equal(_nearest_centroid(P, C), brute)
 
 
 def test_purity_and_contingency():
@@ -109,8 +128,8 @@ def test_cli_cluster_end_to_end(tmp_path):
 
     data = simulate(n=48, size=32, seed=0, out=tmp_path / "tiny.h5")
     out = tmp_path / "run"
-    rc = main(["cluster", "--data", str(data), "--k", "4", "6", "--out", str(out), "--size", "32",
-               "--denoise", "--denoise-epochs", "1", "--morph-per-group", "1", "--min-agree", "2", "--quiet"])
+    rc = main(["cluster", "--data", str(data), "--k", "4", "6", "--out", str(out), "--image-size", "32",
+               "--denoise", "--denoise-epochs", "1", "--morph-per-group", "1", "--min-agree", "2", "--no-progress"])
     assert rc == 0
     cat = pd.read_parquet(out / "cluster_catalog.parquet")
     assert len(cat) == 48 and {"id", "group", "agreement", "label_kmeans", "label_agglomerative",
@@ -132,6 +151,12 @@ def test_cli_cluster_end_to_end(tmp_path):
               "figures/cluster_gini_m20.png", "cluster_morphology.parquet", "config.json"):
         assert (out / f).exists(), f
     assert "Unsupervised groups" in (out / "report.html").read_text()
+    # galmo report RUN renders the same section from the folder's files
+    sec = json.loads((out / "sections" / "cluster.json").read_text())
+    (out / "sections" / "cluster.json").unlink()
+    assert main(["report", str(out)]) == 0
+    assert json.loads((out / "sections" / "cluster.json").read_text()) == sec
+    assert "<table" in sec["body"] and "Groups × true classes" in sec["body"] and len(sec["figures"]) >= 5
 
 
 def test_cli_cluster_graph_embedding(tmp_path):
@@ -144,59 +169,104 @@ def test_cli_cluster_graph_embedding(tmp_path):
 
     data = simulate(n=60, size=32, seed=1, out=tmp_path / "tiny.h5")
     out = tmp_path / "run"
-    assert main(["cluster", "--data", str(data), "--k", "5", "--out", str(out), "--size", "32",
-                 "--graph-components", "4", "--graph-neighbors", "8", "--morph-per-group", "0", "--quiet"]) == 0
+    assert main(["cluster", "--data", str(data), "--k", "5", "--out", str(out), "--image-size", "32",
+                 "--graph-components", "4", "--graph-neighbors", "8", "--morph-per-group", "0", "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())["config"]
     assert m["stages"]["graph"] is True and m["graph_fitted_on"] == 60 and cfg["graph_components"] == 4 and cfg["graph_neighbors"] == 8
     cat = pd.read_parquet(out / "cluster_catalog.parquet")
     assert m["fraction_classified"] == pytest.approx(float((cat["group"] >= 0).mean()))
     assert m["fraction_classified"] > 0.3
+    # galmo run CONFIG.json re-runs it: same settings, same seed, same groups
+    assert main(["run", str(out / "config.json"), "--out", str(tmp_path / "again")]) == 0
+    again = pd.read_parquet(tmp_path / "again" / "cluster_catalog.parquet")
+    assert again["group"].tolist() == cat["group"].tolist()
 
 
-def test_streamed_features_equal_in_memory_features(tmp_path):
-    """run_cluster encodes batch by batch (only features kept): same numbers as all images at once."""
-    from galmo.methods.unsupervised.run import features, stream_features
+def _tiny_config(out, **kw):
+    from galmo.methods.unsupervised.config import ClusterConfig
+
+    base = dict(out=str(out), k=(4,), image_size=(32, 64), layer="4", views=2, views_max_fit=12, graph_components=4,
+                graph_neighbors=6, batch_size=7, morph_per_group=0, report=False, progress=False, device="cpu")
+    return ClusterConfig(**{**base, **kw})
+
+
+def test_run_is_the_pipeline_fitted_then_streamed(tmp_path):
+    """run_cluster fits make_pipeline(cfg) on the fit sample and streams the other galaxies through it:
+    the fitted galaxies keep the groups of Pipeline.fit, the others get Pipeline.predict; with every
+    galaxy in the fit sample the groups are those of make_pipeline(cfg).fit_predict(images)."""
+    import pandas as pd
+
+    from galmo.methods.unsupervised.run import cluster_features, features, make_pipeline, run_cluster, transform_steps
     from galmo.simulate import simulate
     from galmo.sources import open_source
 
-    src = open_source(simulate(n=23, size=32, seed=3, out=tmp_path / "tiny.h5"))
+    src = open_source(simulate(n=40, size=32, seed=3, out=tmp_path / "tiny.h5"))
     X = src.read(np.arange(len(src)))
-    for polar in (True, False):
-        rows, F, info = stream_features(src, polar=polar, size=(32, 64), batch_size=7, device="cpu")
-        ref, _ = features(X, polar=polar, size=(32, 64), device="cpu")
-        assert rows.tolist() == list(range(23)) and F.shape == ref.shape == (23, 2 * (24 + 40 + 80 + 112 + 192))
-        assert np.allclose(F, ref, atol=1e-4)
-        assert info["timings_s"]["encode"] > 0
-    # augmented views for the invariant projection: a seeded subsample, the same in memory and streamed
-    rows, F, info = stream_features(src, size=(32, 64), layer=4, batch_size=7, device="cpu", views=3, views_max_fit=12)
-    _, _, again = stream_features(src, size=(32, 64), layer=4, batch_size=7, device="cpu", views=3, views_max_fit=12)
-    _, ref = features(X, size=(32, 64), layer=4, device="cpu", views=3, views_max_fit=12)
-    idx = info["view_index"]
-    assert info["views"].shape == (3, len(idx), 160) and 3 <= len(idx) < 23 and np.all(np.diff(idx) > 0)
-    assert np.array_equal(info["views"], again["views"]) and np.array_equal(idx, again["view_index"])
-    assert np.array_equal(idx, ref["view_index"])
-    # a view is another observation of the same galaxy: nearer to it than to the other galaxies
-    d = np.linalg.norm(info["views"][0][:, None] - F[None], axis=2)
+    cfg = _tiny_config(tmp_path / "all")
+    m = run_cluster(cfg, src=src, log=lambda s: None)
+    cat = pd.read_parquet(tmp_path / "all" / "cluster_catalog.parquet")
+    pipe = make_pipeline(cfg, n_fit=40)
+    assert [n for n, _ in pipe.steps] == ["denoise", "invariant", "graph", "cluster"]
+    groups = pipe.fit_predict(X)
+    assert m["n_fit"] == m["n"] == 40 and np.array_equal(cat["group"].to_numpy(), groups)
+    assert np.array_equal(cat["label_birch"].to_numpy(), pipe[-1].member_labels_[:, 2])
+    # the in-memory study functions run the same stages with the same draws
+    F, V, idx, _ = features(X, cfg)
+    assert np.array_equal(idx, pipe.named_steps["invariant"].view_index_) and 3 <= len(idx) < 40
+    assert V.shape == (2, len(idx), 2 * 80) and np.all(np.diff(idx) > 0)
+    vc, red, P, _ = cluster_features(F, cfg, V, idx)
+    assert np.array_equal(vc.labels_, groups)
+    np.testing.assert_allclose(cat[[f"inv_{i + 1}" for i in range(P.shape[1])]].to_numpy(), P, atol=1e-5)
+    d = np.linalg.norm(V[0][:, None] - F[None], axis=2)  # a view is another observation of the same galaxy
     assert (d.argmin(1) == idx).mean() > 0.5
+    # a fit sample of 24: those keep their fit groups, the other 16 are streamed through the fitted pipeline
+    part = cfg.replace(out=str(tmp_path / "part"), fit_max=24)
+    m2 = run_cluster(part, src=src, log=lambda s: None)
+    cat2 = pd.read_parquet(tmp_path / "part" / "cluster_catalog.parquet")
+    fit = np.sort(np.random.default_rng(0).choice(40, 24, replace=False))
+    rest = np.setdiff1d(np.arange(40), fit)
+    pipe2 = make_pipeline(part, n_fit=24).fit(X[fit])
+    assert m2["n"] == 40 and m2["n_fit"] == 24 and cat2["id"].tolist() == src.catalog["id"].tolist()
+    assert np.array_equal(cat2["group"].to_numpy()[fit], pipe2[-1].labels_)
+    assert np.array_equal(cat2["group"].to_numpy()[rest], pipe2.predict(X[rest]))
+    inv = transform_steps(pipe2, X[rest])["invariant"]
+    np.testing.assert_allclose(cat2[[f"inv_{i + 1}" for i in range(inv.shape[1])]].to_numpy()[rest], inv, atol=1e-5)
+    assert m2["fraction_classified"] == pytest.approx(float((cat2["group"] >= 0).mean()))
 
 
 def test_feature_presets_and_overrides():
     from galmo.core.errors import GalmoError
-    from galmo.methods.unsupervised.run import encoding_options
+    from galmo.methods.unsupervised.config import ClusterConfig as C
 
-    assert encoding_options("euml") == {"radial": "linear", "layer": None, "pool": "avg", "size": 160}
-    tex = encoding_options()
+    assert C(features="euml").encoding() == {"radial": "linear", "layer": None, "pool": "avg", "size": 160}
+    tex = C().encoding()
     assert tex["radial"] == "log" and tex["layer"] == (2, 3, 4, 5, 6) and tex["pool"] == "meanstd"
-    assert encoding_options(layer="3, 4")["layer"] == (3, 4) and encoding_options(layer=[5])["layer"] == 5
-    assert encoding_options(layer="5,3,5")["layer"] == (3, 5)  # as timm returns them: in block order, once
-    assert encoding_options("texture", size=[48], layer="final")["size"] == 48
-    assert encoding_options("texture", size=[48], layer="final")["layer"] is None
-    assert encoding_options("euml", size=[32, 120], radial="log", layer="3", pool="meanstd") == {
+    assert C(layer="3, 4").encoding()["layer"] == (3, 4) and C(layer=[5]).encoding()["layer"] == 5
+    assert C(layer="5,3,5").encoding()["layer"] == (3, 5)  # as timm returns them: in block order, once
+    assert C(image_size=(48,), layer="final").encoding()["size"] == 48
+    assert C(image_size=48, layer="final").encoding()["layer"] is None
+    assert C(features="euml", image_size=(32, 120), radial="log", layer="3", pool="meanstd").encoding() == {
         "radial": "log", "layer": 3, "pool": "meanstd", "size": (32, 120)}
-    for bad in ({"features": "best"}, {"size": [1, 2, 3]}, {"layer": "deep"}, {"layer": "3,x"}):
+    assert C(polar=False).encoder_size() == 127 and C().encoder_size() == (64, 252)
+    for bad in ({"features": "best"}, {"image_size": (1, 2, 3)}, {"layer": "deep"}, {"layer": "3,x"}):
         with pytest.raises(GalmoError):
-            encoding_options(**bad)
+            C(**bad).encoding()
+
+
+def test_cluster_config_validation_lives_in_the_config():
+    from galmo.methods.unsupervised.config import ClusterConfig as C
+
+    assert C().validate() == C()
+    for bad, msg in (({"k": (20, 1)}, "--k must be ≥ 2"), ({"min_agree": 4}, "--min-agree must be between 1"),
+                     ({"whiten": True}, "--whiten set the PCA that --no-invariant uses"),
+                     ({"pca_variance": 0.8, "standardize": False}, "--pca-variance, --no-standardize set"),
+                     ({"views": 0}, "--views ≥ 1"), ({"members": ("kmeans", "dbscan")}, "--members"),
+                     ({"fit_max": 10}, "fewer galaxies than K=20")):
+        with pytest.raises(GalmoError, match=msg):
+            C(**bad).validate()
+    assert C(invariant=False, whiten=True, pca_variance=0.8).validate().whiten  # fine with the PCA path
+    assert C(k=5).k == (5,) and C(weights="none").weights is None
 
 
 def test_cli_cluster_euml_features_record_their_settings(tmp_path):
@@ -209,12 +279,15 @@ def test_cli_cluster_euml_features_record_their_settings(tmp_path):
     for name, extra in (("e", ["--features", "euml", "--no-invariant", "--no-graph"]),
                         ("t", ["--features", "texture"])):
         assert main(["cluster", "--data", str(data), "--k", "4", "--out", str(tmp_path / name), *extra,
-                     "--size", "32", "--morph-per-group", "0", "--quiet"]) == 0
-    ce = json.loads((tmp_path / "e" / "config.json").read_text())
-    ct = json.loads((tmp_path / "t" / "config.json").read_text())
-    assert (ce["radial"], ce["layer"], ce["pool"]) == ("linear", None, "avg")
+                     "--image-size", "32", "--morph-per-group", "0", "--no-progress"]) == 0
+    de = json.loads((tmp_path / "e" / "config.json").read_text())
+    dt = json.loads((tmp_path / "t" / "config.json").read_text())
+    ce, ct = de["encoding"], dt["encoding"]
+    assert de["method"] == dt["method"] == "cluster" and de["config"]["features"] == "euml"
+    assert (ce["radial"], ce["layer"], ce["pool"], ce["size"]) == ("linear", None, "avg", 32)
     assert (ct["radial"], ct["layer"], ct["pool"]) == ("log", [2, 3, 4, 5, 6], "meanstd")
-    assert (ce["invariant"], ce["graph"], ct["invariant"], ct["graph"]) == (False, False, True, True)
+    assert (de["config"]["invariant"], de["config"]["graph"], dt["config"]["invariant"], dt["config"]["graph"]) == (
+        False, False, True, True)
     me = json.loads((tmp_path / "e" / "metrics.json").read_text())
     mt = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert me["pca_components"] >= 2 and me["invariant_components"] is None and me["stages"]["pca"]
@@ -222,8 +295,8 @@ def test_cli_cluster_euml_features_record_their_settings(tmp_path):
     assert "log-polar unwrap" in (tmp_path / "t" / "report.html").read_text()
     # without the unwrap the 64×252 texture input becomes the square of the same pixel count, as recorded
     assert main(["cluster", "--data", str(data), "--k", "4", "--out", str(tmp_path / "n"), "--no-polar",
-                 "--morph-per-group", "0", "--quiet"]) == 0
-    assert json.loads((tmp_path / "n" / "config.json").read_text())["size"] == 127
+                 "--morph-per-group", "0", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "n" / "config.json").read_text())["encoding"]["size"] == 127
 
 
 def test_cli_cluster_bad_input(tmp_path, capsys):

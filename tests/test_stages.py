@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from galmo.core.errors import GalmoError
-from galmo.core.metrics import psnr
 from galmo.core.transforms import noise_sigma
-from galmo.stages import AutoPCA, Denoiser, Encoder, PolarUnwrap
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from galmo.stages import AutoPCA, Denoiser, Encoder, GraphEmbedding, PolarUnwrap
+from galmo.stages.voting import VotingClustering
 
 
 def _galaxies(n, size=32, seed=0, noise=0.02):
@@ -83,10 +85,22 @@ def test_polar_unwrap_origin_is_brightest_smoothed_pixel_near_centre():
     x = np.zeros((1, 1, 32, 32), np.float32)
     x[0, 0, 17, 14] = 1.0  # a point source off-centre (within the search box)
     x[0, 0, 1, 1] = 5.0  # a brighter pixel far from the centre is ignored
-    PolarUnwrap().fit_transform(x)
-    pu = PolarUnwrap()
-    pu.transform(x)
-    assert pu.origins_[0].tolist() == [17, 14]
+    pu = PolarUnwrap().fit(x)
+    before = dict(vars(pu))
+    out, origins, angles = pu.unwrap(x)
+    assert origins[0].tolist() == [17, 14] and angles.shape == (1,)
+    np.testing.assert_array_equal(pu.transform(x), out)
+    assert vars(pu).keys() == before.keys()  # transform and unwrap write no state
+
+
+def test_encoder_refuses_to_transform_before_fit():
+    from sklearn.exceptions import NotFittedError
+
+    _, x = _galaxies(2, size=32)
+    with pytest.raises(NotFittedError, match="Encoder is not fitted"):
+        Encoder(size=32).transform(x)
+    with pytest.raises(GalmoError, match="call fit first"):
+        Encoder(size=32).transform(x)
 
 
 def test_autopca_chooses_components():
@@ -112,7 +126,53 @@ def test_denoiser_improves_psnr(tmp_path):
     assert gain["psnr_gain"] > 1.0, gain
     assert (tmp_path / "den" / "model.safetensors").exists()  # trained by galmo.nn.train.fit, checkpointed
     again = Denoiser(checkpoint=tmp_path / "den").fit(noisy[:2])  # reload without training
-    assert psnr(again.transform(noisy[:8]), den.transform(noisy[:8])) > 60
+    assert again.data_range_ == den.data_range_  # the clip range of the training images travels with the weights
+    np.testing.assert_array_equal(again.transform(noisy[:8]), den.transform(noisy[:8]))
+
+
+def test_denoiser_transform_is_the_model_through_the_inference_loop_and_leaves_no_folder(tmp_path, monkeypatch):
+    """Without run_dir the checkpoint goes to a temporary folder that is removed after the fit; the
+    transform equals the model applied directly, clipped to the training range, whatever the batch."""
+    import tempfile
+
+    import torch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    clean, noisy = _galaxies(40, size=16, noise=0.05)
+    den = Denoiser(epochs=1, batch_size=16, widths=(8, 16), seed=0, device="cpu").fit(noisy)
+    assert list(tmp_path.iterdir()) == [] and den.checkpoint_dir_ is None
+    with torch.inference_mode():
+        ref = den.model_(torch.from_numpy(noisy)).numpy()
+    lo, hi = den.data_range_
+    assert (lo, hi) == (float(noisy.min()), float(noisy.max()))
+    out = den.transform(noisy)
+    np.testing.assert_allclose(out, np.clip(ref, lo, hi), atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([den.transform(noisy[:7]), den.transform(noisy[7:])]), out)
+    sub = Denoiser(epochs=1, batch_size=16, widths=(8, 16), seed=0, device="cpu", max_train=20).fit(noisy)
+    keep = np.random.default_rng(0).random(40) < 0.5  # the draw galmo cluster makes
+    assert sub.data_range_ == (float(noisy[keep].min()), float(noisy[keep].max()))
+
+
+def test_backbone_encode_goes_through_the_inference_loop_unchanged():
+    """galmo.nn.backbones.encode (Encoder stage, embeddings) equals the plain channels-last forward pass
+    it replaced, to 1e-6."""
+    import torch
+    import torch.nn.functional as F
+
+    from galmo.nn.backbones import create_backbone, data_config, encode, to_rgb
+
+    x = np.random.default_rng(1).random((10, 3, 24, 24), dtype=np.float32)
+    m = create_backbone(weights="offline").eval().to(memory_format=torch.channels_last)
+    cfg = data_config(m)
+    with torch.inference_mode():
+        t = F.interpolate(to_rgb(torch.from_numpy(x)), size=(32, 48), mode="bilinear", align_corners=False,
+                          antialias=True)
+        t = (t - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+        ref = np.concatenate([m(b.contiguous(memory_format=torch.channels_last)).numpy() for b in t.split(4)])
+    out = encode(m, x, size=(32, 48), batch_size=4, device="cpu")
+    np.testing.assert_allclose(out, ref, atol=1e-6, rtol=1e-5)
+    batches = encode(m, iter([x[:3], x[3:]]), size=(32, 48), device="cpu")  # an iterator of batches
+    np.testing.assert_allclose(batches, ref, atol=1e-6, rtol=1e-5)
 
 
 def test_encoder_offline_weights_give_imagenet_features():
@@ -202,6 +262,8 @@ def test_graph_embedding_makes_non_convex_groups_agree():
     assert ok.mean() > 0.9 and clustering_scores(lab[ok], y[ok])["purity"] > 0.98
     with pytest.raises(GalmoError, match="fitted on 2-d"):
         ge.transform(np.zeros((3, 5)))
+    with pytest.raises(GalmoError, match="at least 12 galaxies"):
+        GraphEmbedding(n_components=10, n_neighbors=10).fit(X[:8])
     # a refit forgets the first data: its fitted galaxies map onto the new embedding exactly
     ge.fit(X[::-1] * 2.0)
     np.testing.assert_allclose(ge.transform(X[::-1] * 2.0), ge.fit_transform(X[::-1] * 2.0), atol=1e-6)
@@ -281,3 +343,12 @@ def test_encoder_several_layers_are_the_single_layers_side_by_side():
     f4 = Encoder(size=(32, 64), layer=4, pool="meanstd").fit().transform(x)
     assert both.n_features_ == f.shape[1] == 2 * 40 + 2 * 80
     np.testing.assert_allclose(f, np.concatenate([f3, f4], 1), atol=1e-5)
+
+
+
+# The stages that take plain (N, D) arrays follow scikit-learn's estimator contract (the image stages take
+# (N, C, H, W) images, and InvariantProjection needs views=, which the generic checks cannot give).
+@pytest.mark.filterwarnings("ignore:Graph is not fully connected")
+@parametrize_with_checks([AutoPCA(), GraphEmbedding(n_components=2, n_neighbors=5), VotingClustering(n_clusters=3)])
+def test_stages_pass_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)

@@ -175,12 +175,27 @@ def encode(model, images, size=None, batch_size: int = 128, device="cpu", progre
            layer: int | None = None, pool: str = "avg") -> np.ndarray:
     """Pooled features of ``images`` ((N, C, H, W) float in [0, 1], numpy or an iterator of batches).
 
-    Batched under ``torch.inference_mode``, channels-last, each batch resized once to ``size`` (an int
-    for a square, or (height, width); default: the backbone's native input size) and normalised with
-    its mean/std. ``layer``: None for the backbone's final pooled features (``pool="avg"``) or its last
-    feature map pooled with ``pool``; an int for the map after that block (:func:`intermediate`); a
-    sequence of ints for several maps, each pooled, side by side.
+    Through the one inference loop :func:`galmo.nn.infer.infer` (batched, ``torch.inference_mode``),
+    channels-last, each batch resized once to ``size`` (an int for a square, or (height, width);
+    default: the backbone's native input size) and normalised with its mean/std. ``layer``: None for
+    the backbone's final pooled features (``pool="avg"``) or its last feature map pooled with
+    ``pool``; an int for the map after that block (:func:`intermediate`); a sequence of ints for
+    several maps, each pooled, side by side.
     """
+    import torch
+
+    from galmo.nn.device import resolve_device
+    from galmo.nn.infer import infer
+
+    dev = resolve_device(device) if isinstance(device, (str, type(None))) else device
+    model = model.to(dev).eval().to(memory_format=torch.channels_last)
+    fn = _encoder_fn(model, size, layer, pool, dev)
+    out = infer(fn, images, batch_size=batch_size, device=dev, progress=progress, desc="encode")
+    return out if out.ndim == 2 else np.zeros((0, model.num_features), np.float32)
+
+
+def _encoder_fn(model, size, layer, pool, device):
+    """The batch function of :func:`encode`: RGB planes, resize, normalise, forward, pool."""
     import torch
     import torch.nn.functional as F
 
@@ -189,28 +204,15 @@ def encode(model, images, size=None, batch_size: int = 128, device="cpu", progre
     hw = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
     mean = torch.tensor(cfg["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1)
-    model = model.to(device).eval().to(memory_format=torch.channels_last)
-    if isinstance(images, np.ndarray):
-        batches = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
-        total = int(np.ceil(len(images) / batch_size))
-    else:
-        batches, total = images, None
-    out = []
-    if progress:
-        from tqdm.auto import tqdm
 
-        batches = tqdm(batches, total=total, desc="encode", unit="batch")
-    with torch.inference_mode():
-        for b in batches:
-            x = torch.as_tensor(np.asarray(b, dtype=np.float32), device=device)
-            x = to_rgb(x)
-            if tuple(x.shape[-2:]) != hw:
-                x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
-            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-            if layer is None and pool == "avg":
-                f = model(x)
-            else:
-                fm = model.forward_features(x) if layer is None else intermediate(model, x, layer)
-                f = torch.cat([pool_features(m.float(), pool) for m in (fm if isinstance(fm, list) else [fm])], 1)
-            out.append(f.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.num_features), np.float32)
+    def fn(x):
+        x = to_rgb(x)
+        if tuple(x.shape[-2:]) != hw:
+            x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+        x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        if layer is None and pool == "avg":
+            return model(x)
+        fm = model.forward_features(x) if layer is None else intermediate(model, x, layer)
+        return torch.cat([pool_features(m.float(), pool) for m in (fm if isinstance(fm, list) else [fm])], 1)
+
+    return fn

@@ -85,3 +85,14 @@ def render_chunk(job: tuple) -> dict:
             "image": np.stack([o["image"] for o in outs]),
             "truth": [o["truth"] for o in outs],
             "votes": np.stack([o["votes"] for o in outs])}
+
+
+def noiseless_display(flux: np.ndarray, pxscale=None, bands=ph.BANDS) -> np.ndarray:
+    """The ``image`` kind of noise-free fluxes (N, 3, H, W): the colour composite :func:`render_galaxy`
+    stores, at the pixel scales ``pxscale`` (N,) arcsec (None: the native :data:`physics.NATIVE_PIXEL`),
+    as uint8 levels, returned as float32 planes in band order (B, G, R) in [0, 1] like the stored images."""
+    flux = np.asarray(flux, dtype=np.float32)
+    if pxscale is not None:  # the composite is made of flux per native pixel
+        flux = flux * ((ph.NATIVE_PIXEL / np.asarray(pxscale, dtype=np.float32)) ** 2)[:, None, None, None]
+    rgb = to_uint8(legacy_rgb(flux, bands=bands)).astype(np.float32) / 255
+    return np.moveaxis(rgb[..., ::-1], -1, 1).astype(np.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from galmo.stages._common import check_images
+from galmo.stages._common import check_fitted, check_images
 
 
 class Encoder(TransformerMixin, BaseEstimator):
@@ -52,8 +52,7 @@ class Encoder(TransformerMixin, BaseEstimator):
         from galmo.nn.backbones import encode
         from galmo.nn.device import resolve_device
 
-        if not hasattr(self, "model_"):
-            self.fit()
+        check_fitted(self, "model_")
         X = check_images(X, "Encoder")
         return encode(self.model_, X, size=self.size, batch_size=self.batch_size,
                       device=resolve_device(self.device), progress=self.progress, layer=self.layer, pool=self.pool)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from galmo.core.errors import GalmoError
+from galmo.stages._common import StageInputError, check_features, check_fitted
 
 
 class GraphEmbedding(TransformerMixin, BaseEstimator):
@@ -43,12 +43,10 @@ class GraphEmbedding(TransformerMixin, BaseEstimator):
         from sklearn.manifold import SpectralEmbedding
         from sklearn.neighbors import NearestNeighbors
 
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or not np.isfinite(X).all():
-            raise GalmoError(f"GraphEmbedding needs finite (N, D) features, got shape {X.shape}")
+        X = check_features(self, X, reset=True, dtype=(np.float64,))
         need = max(self.n_components + 2, self.n_neighbors + 1)
         if len(X) < need:
-            raise GalmoError(f"GraphEmbedding needs at least {need} galaxies, got {len(X)}")
+            raise StageInputError(f"GraphEmbedding needs at least {need} galaxies (n_samples = {len(X)})")
         fit_pos = np.arange(len(X))
         if len(X) > self.max_fit:
             rng = np.random.default_rng(self.random_state)
@@ -72,9 +70,8 @@ class GraphEmbedding(TransformerMixin, BaseEstimator):
         return self.transform(X)
 
     def transform(self, X):
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.fit_X_.shape[1]:
-            raise GalmoError(f"GraphEmbedding was fitted on {self.fit_X_.shape[1]}-d features, got shape {X.shape}")
+        check_fitted(self, "nn_")
+        X = check_features(self, X, reset=False, dtype=(np.float64,))
         out = np.empty((len(X), self.n_components), dtype=np.float32)
         for s in range(0, len(X), 65536):
             d, idx = self.nn_.kneighbors(X[s:s + 65536])
@@ -85,3 +82,8 @@ class GraphEmbedding(TransformerMixin, BaseEstimator):
             w /= w.sum(1, keepdims=True)
             out[s:s + 65536] = np.einsum("nk,nkd->nd", w, self.embedding_[idx])
         return self._finish(out)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # the embedding is always float32
+        return tags

@@ -75,6 +75,9 @@ class InvariantProjection(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
+        from galmo.stages._common import check_fitted
+
+        check_fitted(self, "weights_")
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != len(self.mean_):
             raise GalmoError(f"InvariantProjection was fitted on {len(self.mean_)}-d features, got shape {X.shape}")
@@ -97,37 +100,90 @@ def augmented_features(X: np.ndarray, featurize, views: int, generator) -> np.nd
                      for _ in range(int(views))])
 
 
+def features_and_views(featurize, X: np.ndarray, views: int, max_fit: int, batch_size: int = 512, seed: int = 0,
+                       progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features (N, D), views (views, n, D), their rows (n,)) of images ``X`` in blocks of ``batch_size``.
+
+    Each image is drawn for the views with probability ``max_fit`` / N (``default_rng([seed, 1])``,
+    one draw per block); the drawn images are augmented and featurized in batches of at least
+    ``batch_size`` (torch generator seeded with ``seed``): the same draws, in the same order, as
+    when a source is streamed in blocks of ``batch_size``, so the result does not depend on
+    whether the images are held in memory.
+    """
+    import torch
+
+    rng, gen = np.random.default_rng([seed, 1]), torch.Generator().manual_seed(int(seed))
+    frac = min(1.0, max_fit / max(1, len(X)))
+    feats, index, buf, V = [], [], [], []
+    bar = _bar(progress, len(X), "features + views")
+    for s in range(0, len(X), batch_size):
+        Z = X[s:s + batch_size]
+        pick = np.flatnonzero(rng.random(len(Z)) < frac)
+        if len(pick):
+            index.append(s + pick)
+            buf.append(np.asarray(Z[pick], dtype=np.float32))
+            if sum(len(b) for b in buf) >= batch_size:  # views encoded in full batches
+                V.append(augmented_features(np.concatenate(buf), featurize, views, gen))
+                buf.clear()
+        feats.append(np.asarray(featurize(Z), dtype=np.float32))
+        if bar is not None:
+            bar.update(len(Z))
+    if buf:
+        V.append(augmented_features(np.concatenate(buf), featurize, views, gen))
+    if bar is not None:
+        bar.close()
+    if not index:
+        raise GalmoError("no galaxies were drawn for the augmented views (views_max_fit far below the sample size)")
+    return np.concatenate(feats), np.concatenate(V, axis=1), np.concatenate(index)
+
+
+def _bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", leave=False)
+
+
 class InvariantFeatures(TransformerMixin, BaseEstimator):
     """Images → invariant coordinates, as one Pipeline step: ``featurizer`` (the stages that turn
     images into features, e.g. ``Pipeline([PolarUnwrap, Encoder])``), then an
-    :class:`InvariantProjection` fitted on the features of ``views`` augmented copies of up to
-    ``max_fit`` of the images (a seeded random subsample)."""
+    :class:`InvariantProjection` fitted on the features of ``views`` augmented copies of about
+    ``max_fit`` of the images (:func:`features_and_views`: a seeded random draw, blocks of
+    ``batch_size``). ``fit`` featurizes every image once (``fit_transform`` returns the result)."""
 
     def __init__(self, featurizer, views: int = 16, max_fit: int = 3000, n_components: int = 60, reg: float = 0.1,
-                 random_state: int = 0):
+                 batch_size: int = 512, random_state: int = 0, progress: bool = False):
         self.featurizer = featurizer
         self.views = views
         self.max_fit = max_fit
         self.n_components = n_components
         self.reg = reg
+        self.batch_size = batch_size
         self.random_state = random_state
+        self.progress = progress
 
     def fit(self, X, y=None):
-        import torch
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X, y=None):
         from sklearn.base import clone
 
         X = check_images(X, "InvariantFeatures")
         if self.views < 1:
             raise GalmoError(f"InvariantFeatures needs at least 1 view per galaxy, got {self.views}")
-        sub = X
-        if len(X) > self.max_fit:
-            sub = X[np.sort(np.random.default_rng(self.random_state).choice(len(X), self.max_fit, replace=False))]
-        self.featurizer_ = clone(self.featurizer).fit(sub)
-        gen = torch.Generator().manual_seed(int(self.random_state or 0))
-        V = augmented_features(sub, self.featurizer_.transform, self.views, gen)
-        self.projection_ = InvariantProjection(n_components=self.n_components, reg=self.reg).fit(
-            self.featurizer_.transform(sub), views=V)
-        return self
+        self.featurizer_ = clone(self.featurizer).fit(X)
+        F, V, idx = features_and_views(self.featurizer_.transform, X, self.views, self.max_fit, self.batch_size,
+                                       int(self.random_state or 0), self.progress)
+        self.view_index_ = idx
+        self.projection_ = InvariantProjection(n_components=self.n_components, reg=self.reg).fit(F[idx], views=V)
+        return self.projection_.transform(F)
 
     def transform(self, X):
-        return self.projection_.transform(self.featurizer_.transform(check_images(X, "InvariantFeatures")))
+        from galmo.stages._common import check_fitted
+
+        check_fitted(self, "projection_")
+        X = check_images(X, "InvariantFeatures")
+        return np.concatenate([self.projection_.transform(self.featurizer_.transform(X[s:s + self.batch_size]))
+                               for s in range(0, len(X), self.batch_size)])

@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from galmo.core.errors import GalmoError
+from galmo.stages._common import check_features, check_fitted
 
 
 class AutoPCA(TransformerMixin, BaseEstimator):
@@ -31,9 +32,7 @@ class AutoPCA(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         from sklearn.decomposition import PCA
 
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or len(X) < 2:
-            raise GalmoError(f"AutoPCA needs (N ≥ 2, D) features, got {X.shape}")
+        X = check_features(self, X, reset=True, dtype=(np.float64,), min_samples=2)
         if self.method not in ("variance", "elbow"):
             raise GalmoError(f"AutoPCA method must be 'variance' or 'elbow', got {self.method!r}")
         self.mean_ = X.mean(0)
@@ -59,8 +58,14 @@ class AutoPCA(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        check_fitted(self, "components_")
+        Z = (check_features(self, X, reset=False, dtype=(np.float64,)) - self.mean_) / self.scale_
         P = Z @ self.components_.T
         if self.whiten:
             P /= np.sqrt(np.maximum(self.explained_variance_, 1e-12))
         return P.astype(np.float32)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # coordinates are always float32
+        return tags

@@ -11,8 +11,8 @@ from galmo.stages._common import check_images
 class PolarUnwrap(TransformerMixin, BaseEstimator):
     """Adaptive, rotation-normalised polar unwrap (Fang et al. 2023; :func:`galmo.core.transforms.polar_unwrap`).
 
-    Stateless: ``fit`` only records the output shape. ``origins_``/``angles_`` of the last
-    ``transform`` are kept for inspection.
+    Stateless: ``fit`` only records the input and output shapes; ``transform`` writes nothing.
+    :meth:`unwrap` also returns the origin (y, x) and the reference angle chosen for each image.
     """
 
     def __init__(self, step: float = 0.05, centre_frac: float = 0.125, smooth_sigma: float = 1.5,
@@ -34,6 +34,10 @@ class PolarUnwrap(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
+        return self.unwrap(X)[0]
+
+    def unwrap(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unwrapped images, origins (N, 2) as (y, x) pixels, reference angles (N,) in radians)."""
         from galmo.core.transforms import polar_unwrap
 
         X = check_images(X, "PolarUnwrap")
@@ -46,6 +50,4 @@ class PolarUnwrap(TransformerMixin, BaseEstimator):
             outs.append(o)
             origins.append(org)
             angles.append(ang)
-        self.origins_ = np.concatenate(origins)
-        self.angles_ = np.concatenate(angles)
-        return np.concatenate(outs)
+        return np.concatenate(outs), np.concatenate(origins), np.concatenate(angles)

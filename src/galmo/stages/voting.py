@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from galmo.core.errors import GalmoError
+from galmo.stages._common import StageInputError
 
 MEMBERS = ("kmeans", "agglomerative", "birch")
 
@@ -95,15 +96,11 @@ def vote(member_labels: np.ndarray, min_agree: int | None = None) -> tuple[np.nd
 
 
 # ----------------------------------------------------------------------------------- members
-def _nearest_centroid(X: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    out = np.empty(len(X), dtype=np.int64)
-    c = centroids.astype(np.float32)
-    cn = (c * c).sum(1)
-    for s in range(0, len(X), chunk):
-        x = np.asarray(X[s:s + chunk], dtype=np.float32)
-        d = cn[None, :] - 2.0 * x @ c.T
-        out[s:s + chunk] = d.argmin(1)
-    return out
+def _nearest_centroid(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid (Euclidean) of every row; scikit-learn computes it in chunks."""
+    from sklearn.metrics import pairwise_distances_argmin
+
+    return pairwise_distances_argmin(np.asarray(X, dtype=np.float32), centroids.astype(np.float32)).astype(np.int64)
 
 
 def _centroids(X: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -241,19 +238,14 @@ class VotingClustering(ClusterMixin, BaseEstimator):
     # -- helpers
     def _ks(self) -> list[int]:
         ks = [self.n_clusters] if np.isscalar(self.n_clusters) else list(self.n_clusters)
-        if not ks or any(int(k) < 2 for k in ks):
-            raise GalmoError(f"n_clusters (K) must be ≥ 2, got {self.n_clusters}")
+        if not ks or any(int(k) < 1 for k in ks):  # K = 1 is allowed here (scikit-learn's checks use it)
+            raise StageInputError(f"n_clusters (K) must be ≥ 1, got {self.n_clusters}")
         return [int(k) for k in ks]
 
-    def _check(self, X) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise GalmoError(f"VotingClustering needs a 2-D feature array (N, D), got shape {X.shape}")
-        if not np.isfinite(X).all():
-            raise GalmoError("features contain NaN or Inf; check the input images or the encoder")
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float32)
-        return X
+    def _check(self, X, reset: bool) -> np.ndarray:
+        from galmo.stages._common import check_features
+
+        return check_features(self, X, reset=reset, min_samples=2 if reset else 1)
 
     def _fit_k(self, X: np.ndarray, k: int) -> dict:
         names = list(self.members)
@@ -312,7 +304,7 @@ class VotingClustering(ClusterMixin, BaseEstimator):
 
     # -- API
     def fit(self, X, y=None):
-        X = self._check(X)
+        X = self._check(X, reset=True)
         self.per_k_ = {k: self._fit_k(X, k) for k in self._ks()}
         first = self.per_k_[self._ks()[0]]
         self.labels_ = first["labels"]
@@ -330,14 +322,26 @@ class VotingClustering(ClusterMixin, BaseEstimator):
         return {k: r["fraction_classified"] for k, r in self.per_k_.items()}
 
     def predict(self, X, k: int | None = None) -> np.ndarray:
-        """Groups (-1 = members disagree) for new points, from the fitted members of K (default first)."""
-        X = self._check(X)
+        """Groups (-1 = members disagree) for new points, from the fitted members of K (default first).
+        On the fitted points they may differ from ``labels_`` where a member labels its own fit
+        differently from new points (Birch's global step, ward on a subsample)."""
+        return self.predict_members(X, k)[0]
+
+    def predict_members(self, X, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(groups, agreement, aligned member labels (N, M)) of new points, as ``labels_``,
+        ``agreement_`` and ``member_labels_`` are for the fitted ones."""
+        from galmo.stages._common import check_fitted
+
+        check_fitted(self, "per_k_")
+        X = self._check(X, reset=False)
         r = self.per_k_[k or self._ks()[0]]
         cols = []
         for fitted, maps in zip(r["members"], r["mappings"]):
             labs = [mp[m.predict(X)] for m, mp in zip(fitted, maps)]
             cols.append(labs[0] if len(labs) == 1 else vote(np.stack(labs, 1), 1)[0])
-        return vote(np.stack(cols, 1), self.min_agree)[0]
+        member_labels = np.stack(cols, 1)
+        labels, agreement = vote(member_labels, self.min_agree)
+        return labels, agreement, member_labels
 
 
 def _bar(progress: bool, total: int, desc: str):
