@@ -38,10 +38,39 @@ def lotz_class(gini: np.ndarray, m20: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(g) & np.isfinite(np.asarray(m20, float)), out, "")
 
 
-def _one(image: np.ndarray, nsigma: float = 1.5, npixels: int = 5, fit_sersic: bool = True) -> dict:
-    import statmorph
+def _background(img: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image minus its background and the noise σ, both from the border (cutouts are centred)."""
+    from astropy.stats import mad_std
+
+    h, w = img.shape
+    b = max(2, min(h, w) // 8)
+    border = np.concatenate([img[:b].ravel(), img[-b:].ravel(), img[:, :b].ravel(), img[:, -b:].ravel()])
+    sigma = float(mad_std(border))
+    if not sigma > 0:
+        sigma = float(np.std(border)) or 1e-6
+    return img - float(np.median(border)), sigma
+
+
+def _central_segment(img: np.ndarray, sigma: float, nsigma: float, npixels: int) -> np.ndarray | None:
+    """The segmentation map (0/1) of the source at, or nearest to, the centre; None when none is found."""
     from astropy.convolution import Gaussian2DKernel, convolve
     from photutils.segmentation import detect_sources
+
+    seg = detect_sources(convolve(img, Gaussian2DKernel(1.0)), nsigma * sigma, npixels)  # positional: photutils 3
+    if seg is None:
+        return None
+    labels = seg.data
+    cy, cx = img.shape[0] // 2, img.shape[1] // 2
+    lab = labels[cy, cx]
+    if lab == 0:  # the segment nearest the centre
+        yy, xx = np.nonzero(labels)
+        k = np.argmin((yy - cy) ** 2 + (xx - cx) ** 2)
+        lab = labels[yy[k], xx[k]]
+    return (labels == lab).astype(np.int32)
+
+
+def _one(image: np.ndarray, nsigma: float = 1.5, npixels: int = 5, fit_sersic: bool = True) -> dict:
+    import statmorph
 
     res = {c: np.nan for c in COLUMNS}
     res.update(flag=-1, flag_sersic=-1, error="")
@@ -49,29 +78,12 @@ def _one(image: np.ndarray, nsigma: float = 1.5, npixels: int = 5, fit_sersic: b
     if img.ndim != 2 or not np.isfinite(img).any():
         res["error"] = "no finite pixels"
         return res
-    img = np.where(np.isfinite(img), img, np.nanmedian(img))
-    # background and noise from the border (galaxy cutouts are centred)
-    h, w = img.shape
-    b = max(2, min(h, w) // 8)
-    border = np.concatenate([img[:b].ravel(), img[-b:].ravel(), img[:, :b].ravel(), img[:, -b:].ravel()])
-    bkg = float(np.median(border))
-    sigma = float(1.4826 * np.median(np.abs(border - bkg)))
-    if not sigma > 0:
-        sigma = float(np.std(border)) or 1e-6
-    img = img - bkg
-    smooth = convolve(img, Gaussian2DKernel(1.0))
-    seg = detect_sources(smooth, nsigma * sigma, npixels)  # positional: photutils 3 renamed it n_pixels
-    if seg is None:
+    img, sigma = _background(np.where(np.isfinite(img), img, np.nanmedian(img)))
+    segmap = _central_segment(img, sigma, nsigma, npixels)
+    if segmap is None:
         res["error"] = "no source detected"
         return res
-    labels = seg.data
-    cy, cx = h // 2, w // 2
-    lab = labels[cy, cx]
-    if lab == 0:  # the segment nearest the centre
-        yy, xx = np.nonzero(labels)
-        k = np.argmin((yy - cy) ** 2 + (xx - cx) ** 2)
-        lab = labels[yy[k], xx[k]]
-    segmap = (labels == lab).astype(np.int32)
+    h, w = img.shape
     weight = np.full_like(img, sigma)
     try:
         with warnings.catch_warnings():

@@ -334,23 +334,7 @@ def apply_label_csv(src: Source, labels) -> None:
     get label -1; rows without an image are counted in ``src.notes``.
     """
     path = Path(labels)
-    if not path.is_file():
-        raise GalmoError("no such label file", path=path)
-    try:
-        df = pd.read_csv(path)
-    except Exception as e:
-        raise GalmoError(f"cannot read label CSV ({type(e).__name__}: {e})", path=path) from e
-    cols = ", ".join(map(str, df.columns)) or "none"
-    if "label" not in df.columns:
-        raise GalmoError(f"label file has no 'label' column (columns: {cols}); expected 'filename' or 'id', "
-                         f"and 'label'", path=path)
-    key = "filename" if "filename" in df.columns else "id" if "id" in df.columns else None
-    if key is None:
-        raise GalmoError(f"label file has neither a 'filename' nor an 'id' column (columns: {cols})", path=path)
-    keys = df[key].astype(str).str.strip()
-    dup = keys[keys.duplicated()]
-    if len(dup):
-        raise GalmoError(f"label file lists {dup.iloc[0]!r} more than once ({len(dup)} duplicates)", path=path)
+    df, key, keys = _read_label_csv(path)
     lookup = _row_lookup(src, key)
     pos = keys.map(lambda k: lookup.get(k, lookup.get(k.replace("\\", "/"), -1))).to_numpy(np.int64)
     matched = pos >= 0
@@ -377,6 +361,28 @@ def apply_label_csv(src: Source, labels) -> None:
     unlabelled = int((label < 0).sum())
     if unlabelled:
         src._note(f"{unlabelled} images have no label in {path.name} (label -1)", warn=False)
+
+
+def _read_label_csv(path: Path) -> tuple[pd.DataFrame, str, pd.Series]:
+    """The label CSV, its key column ("filename" or "id") and the stripped keys; GalmoError when unusable."""
+    if not path.is_file():
+        raise GalmoError("no such label file", path=path)
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:
+        raise GalmoError(f"cannot read label CSV ({type(e).__name__}: {e})", path=path) from e
+    cols = ", ".join(map(str, df.columns)) or "none"
+    if "label" not in df.columns:
+        raise GalmoError(f"label file has no 'label' column (columns: {cols}); expected 'filename' or 'id', "
+                         f"and 'label'", path=path)
+    key = "filename" if "filename" in df.columns else "id" if "id" in df.columns else None
+    if key is None:
+        raise GalmoError(f"label file has neither a 'filename' nor an 'id' column (columns: {cols})", path=path)
+    keys = df[key].astype(str).str.strip()
+    dup = keys[keys.duplicated()]
+    if len(dup):
+        raise GalmoError(f"label file lists {dup.iloc[0]!r} more than once ({len(dup)} duplicates)", path=path)
+    return df, key, keys
 
 
 def _row_lookup(src: Source, key: str) -> dict[str, int]:

@@ -256,6 +256,15 @@ class VotingClustering(ClusterMixin, BaseEstimator):
                 raise GalmoError(f"unknown clustering member {nm!r}; choose from {', '.join(MEMBERS)}")
         if len(X) < k:
             raise GalmoError(f"cannot make K={k} groups from {len(X)} galaxies")
+        fitted, raw = self._fit_members(X, k, names)
+        member_labels, mappings = _align_members(raw, k)
+        labels, agreement = vote(member_labels, self.min_agree)
+        return {"labels": labels, "agreement": agreement, "member_labels": member_labels,
+                "mappings": mappings, "members": fitted,
+                "fraction_classified": float((labels >= 0).mean())}
+
+    def _fit_members(self, X: np.ndarray, k: int, names: list[str]) -> tuple[list, list]:
+        """Each member fitted once (or on ``bagging`` bootstrap samples): (fitted members, their labels of X)."""
         n = len(X)
         kw = dict(subsample=self.subsample, minibatch_above=self.minibatch_above,
                   birch_threshold=self.birch_threshold, birch_subsample=self.birch_subsample)
@@ -282,25 +291,7 @@ class VotingClustering(ClusterMixin, BaseEstimator):
             raw.append(labs)
         if bar:
             bar.close()
-        ref = raw[0][0]
-        member_labels = np.empty((n, len(names)), dtype=np.int64)
-        mappings = []
-        for j, labs in enumerate(raw):
-            maps, aligned = [], []
-            for lab in labs:
-                a, mp = align_labels(ref, lab, k)
-                aligned.append(a)
-                maps.append(mp)
-            if len(aligned) == 1:
-                member_labels[:, j] = aligned[0]
-            else:  # majority over the bags of this member
-                A = np.stack(aligned, 1)
-                member_labels[:, j] = vote(A, 1)[0]
-            mappings.append(maps)
-        labels, agreement = vote(member_labels, self.min_agree)
-        return {"labels": labels, "agreement": agreement, "member_labels": member_labels,
-                "mappings": mappings, "members": fitted,
-                "fraction_classified": float((labels >= 0).mean())}
+        return fitted, raw
 
     # -- API
     def fit(self, X, y=None):
@@ -342,6 +333,23 @@ class VotingClustering(ClusterMixin, BaseEstimator):
         member_labels = np.stack(cols, 1)
         labels, agreement = vote(member_labels, self.min_agree)
         return labels, agreement, member_labels
+
+
+def _align_members(raw: list[list[np.ndarray]], k: int) -> tuple[np.ndarray, list]:
+    """Every member's labels (of each bag) aligned to the reference's (the first member's first fit):
+    (N, M) aligned labels, a bagged member voting over its bags, and the label mappings."""
+    ref = raw[0][0]
+    member_labels = np.empty((len(ref), len(raw)), dtype=np.int64)
+    mappings = []
+    for j, labs in enumerate(raw):
+        maps, aligned = [], []
+        for lab in labs:
+            a, mp = align_labels(ref, lab, k)
+            aligned.append(a)
+            maps.append(mp)
+        member_labels[:, j] = aligned[0] if len(aligned) == 1 else vote(np.stack(aligned, 1), 1)[0]
+        mappings.append(maps)
+    return member_labels, mappings
 
 
 def _bar(progress: bool, total: int, desc: str):
