@@ -131,7 +131,6 @@ def test_validate_is_the_batch_weighted_mean_loss():
     assert list(got) == ["val_loss", "val_img_loss", "val_phot_loss"]
     assert got["val_loss"] == pytest.approx(want, abs=1e-6)
     assert got["val_phot_loss"] == pytest.approx(want_phot, abs=1e-6)
-    assert PretrainTask().evaluate(m, loader) == got  # the old name, until the loop drops it
     cnn = create("simple_cnn", in_chans=2, num_outputs=3, width=4).eval()
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
     res = DihedralClassifyTask().validate(cnn, [(x[:6], y[:6]), (x[6:], y[6:])])

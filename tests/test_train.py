@@ -50,15 +50,6 @@ def _with_outputs(model, loader):
     return zip(batches, infer_batches(lambda x, y: model(x), batches, device="cpu", dtype=None))
 
 
-class LegacyClsTask(ClsTask):
-    """A task that still names its validation ``evaluate`` (the loop accepts both for now)."""
-
-    def evaluate(self, model, loader):
-        return ClsTask.validate(self, model, loader)
-
-    validate = None
-
-
 def _data(seed=0, n=300):
     centers = np.random.default_rng(42).normal(0, 2, (3, 8))
     g = np.random.default_rng(seed)
@@ -147,12 +138,12 @@ def test_read_progress_and_legacy_task_name(tmp_path):
                                                 "weights": False}
     torch.manual_seed(0)
     with pytest.raises(TrainingInterrupted):  # 10 steps per epoch: stopped at step 3 of epoch 2
-        fit(TinyNet(), _data(0), _data(1, 200), LegacyClsTask(), _cfg(stop_after_steps=13), tmp_path,
+        fit(TinyNet(), _data(0), _data(1, 200), ClsTask(), _cfg(stop_after_steps=13), tmp_path,
             model_name="test_tinynet", model_kwargs={})
     p = read_progress(tmp_path)
     assert (p["done"], p["epoch"], p["global_step"], p["step_in_epoch"], p["weights"]) == (False, 1, 13, 3, True)
-    assert len(p["history"]) == 1 and "val_acc" in p["history"][0]  # validated through the old name
-    res = fit(TinyNet(), _data(0), _data(1, 200), LegacyClsTask(), _cfg(), tmp_path, model_name="test_tinynet",
+    assert len(p["history"]) == 1 and "val_acc" in p["history"][0]
+    res = fit(TinyNet(), _data(0), _data(1, 200), ClsTask(), _cfg(), tmp_path, model_name="test_tinynet",
               model_kwargs={}, resume=True)
     p = read_progress(tmp_path)
     assert p["done"] and p["epoch"] == 4 and p["global_step"] == 40 and p["history"] == res["history"]

@@ -19,7 +19,7 @@ A *task* tells the loop what a batch means::
 
 ``batch`` is a tuple of tensors already on the device. ``generator`` is a seeded torch.Generator
 for any randomness the task wants (augmentation). ``validate`` runs its forward passes through
-:mod:`galmo.nn.infer`. (A task that still calls it ``evaluate`` is accepted for now.)
+:mod:`galmo.nn.infer`.
 
 :func:`read_progress` is the public view of a run folder's training state (other methods must not
 parse ``last/train_state.json`` themselves).
@@ -368,14 +368,12 @@ def _maybe_checkpoint(run: _Run, epoch: int) -> None:
 
 
 def validate(task, model, val_set, batch_size: int, device) -> dict:
-    """The task's validation metrics of ``model`` on ``val_set`` ({} without a validation set).
-    Calls ``task.validate`` (or, for tasks not yet renamed, ``task.evaluate``)."""
+    """The task's validation metrics of ``model`` on ``val_set`` ({} without a validation set)."""
     if val_set is None or not len(val_set):
         return {}
-    fn = getattr(task, "validate", None) or task.evaluate
     model.eval()
     with torch.no_grad():
-        return fn(model, batches(val_set, np.arange(len(val_set)), batch_size, device))
+        return task.validate(model, batches(val_set, np.arange(len(val_set)), batch_size, device))
 
 
 def _end_epoch(run: _Run, metrics: dict, on_epoch_end) -> bool:

@@ -40,4 +40,3 @@ class DihedralClassifyTask:
             n += len(y)
         return {"val_loss": tot / max(n, 1), "val_acc": correct / max(n, 1)}
 
-    evaluate = validate  # TODO(lead): remove once galmo.nn.train.fit calls validate only

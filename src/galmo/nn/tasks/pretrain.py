@@ -56,5 +56,4 @@ class PretrainTask:
                 parts[k] = parts.get(k, 0.0) + float(v) * b
         return {"val_loss": tot / max(n, 1), **{f"val_{k}": v / max(n, 1) for k, v in parts.items()}}
 
-    evaluate = validate  # TODO(lead): remove once galmo.nn.train.fit calls validate only
 
