@@ -95,20 +95,7 @@ def normalise_votes(raw, eps: float = EPS):
     """
     xp = _xp(raw)
     relu = xp.clip(raw, 0, None) if xp.__name__ == "numpy" else raw.clamp(min=0)
-    cols: list = [None] * len(QUESTIONS)
-    done: dict[str, object] = {}
-    for qi in _ORDER:
-        q = QUESTIONS[qi]
-        a, b = QUESTION_SLICES[qi]
-        block = relu[:, a:b]
-        block = block / (_rowsum(block) + eps)
-        if q.parent is not None:
-            w = done[q.parent]
-            block = block * w
-        for k, c in enumerate(q.columns):
-            done[c] = block[:, k:k + 1]
-        cols[qi] = block
-    return xp.concatenate(cols, axis=1) if xp.__name__ == "numpy" else xp.cat(cols, dim=1)
+    return cumulative_from_conditional(conditional_from_cumulative(relu, eps))
 
 
 def parent_weights(cumulative):
