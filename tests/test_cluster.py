@@ -307,3 +307,26 @@ def test_cli_cluster_bad_input(tmp_path, capsys):
     # settings of the PCA path given while the invariant projection runs: said, not silently ignored
     assert main(["cluster", "--data", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "r"), "--whiten"]) == 2
     assert "--no-invariant" in capsys.readouterr().err
+
+
+def test_demo_cluster_section_has_its_own_run_folder(tmp_path):
+    """The demo runs the clustering in run/cluster/ (its own config.json for galmo run) and the demo's
+    report shows it; galmo report rebuilds the same section from the files."""
+    import json
+
+    from galmo.methods.unsupervised.run import demo_section
+    from galmo.report import rebuild
+    from galmo.simulate import simulate
+    from galmo.sources import open_source
+
+    data = simulate(n=60, size=32, seed=2, out=tmp_path / "s.h5")
+    run = tmp_path / "demo"
+    m = demo_section(run, open_source(data), quick=True)
+    assert json.loads((run / "cluster" / "config.json").read_text())["method"] == "cluster"
+    assert not (run / "config.json").exists()
+    sec = json.loads((run / "sections" / "cluster.json").read_text())
+    assert sec["figures"] and all(f.startswith("cluster/figures/") for f in sec["figures"])
+    assert f"{m['n_classified']}" in sec["body"]
+    (run / "sections" / "cluster.json").unlink()
+    rebuild(run)
+    assert json.loads((run / "sections" / "cluster.json").read_text()) == sec

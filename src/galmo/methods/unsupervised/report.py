@@ -12,29 +12,34 @@ import pandas as pd
 
 TITLE = "Unsupervised groups (voting clustering after eUML)"
 CATALOG = "cluster_catalog.parquet"
+SUBFOLDER = "cluster"  # where the demo puts its cluster run inside its own run folder
 HEAD = ("n", "n_fit", "k", "min_agree", "fraction_classified", "n_classified", "purity", "nmi", "ari",
         "invariant_components", "invariant_views", "pca_components", "pca_variance_kept", "psnr_noisy",
         "psnr_denoised", "psnr_gain")
 
 
 def section(run_dir) -> bool:
-    """Write the "cluster" section of ``run_dir``; False when the folder holds no cluster run."""
+    """Write the "cluster" section of ``run_dir`` from the cluster run in it (or in its ``cluster/``
+    sub-folder, as the demo makes); False when there is none."""
     from galmo.report import add_section, render
 
     run_dir = Path(run_dir)
-    if not (run_dir / CATALOG).exists() or not (run_dir / "metrics.json").exists():
+    folder = next((f for f in (run_dir, run_dir / SUBFOLDER) if (f / CATALOG).exists()
+                   and (f / "metrics.json").exists()), None)
+    if folder is None:
         return False
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
     if "members" not in metrics:  # another method's metrics.json
         return False
-    config, encoding = _config(run_dir)
+    config, encoding = _config(folder)
     per_k = metrics.get("by_k", {})
+    catalog = CATALOG if folder == run_dir else f"{SUBFOLDER}/{CATALOG}"
     body = render("cluster.html.j2", stages=metrics["stages"], encoding=_encoding_text(config, encoding, metrics),
-                  metrics=metrics, catalog=CATALOG,
+                  metrics=metrics, catalog=catalog,
                   head={k: metrics[k] for k in HEAD if metrics.get(k) is not None},
                   per_k=_per_k_table(per_k) if len(per_k) > 1 else None,
-                  confusion=_read(run_dir / "cluster_confusion.csv"), medians=_medians(run_dir))
-    figures, captions = _figures(run_dir, metrics, config)
+                  confusion=_read(folder / "cluster_confusion.csv"), medians=_medians(folder))
+    figures, captions = _figures(folder, metrics, config)
     add_section(run_dir, "cluster", TITLE, body, figures, captions)
     return True
 

@@ -481,16 +481,23 @@ def cluster_features(F: np.ndarray, cfg: ClusterConfig, views=None, view_index=N
 
 # ----------------------------------------------------------------------------------- demo
 def demo_section(run_dir, source, quick: bool = False) -> dict:
-    """The demo's cluster section on ``source`` (the default sims): K=20, the recommended stages (no denoiser)."""
+    """The demo's cluster section on ``source`` (the default sims): K=20, the recommended stages (no
+    denoiser), run in ``run_dir/cluster/`` (its own config.json, so ``galmo run`` re-runs it)."""
+    from galmo.methods.unsupervised.report import SUBFOLDER, section
+
+    out = str(Path(run_dir) / SUBFOLDER)
     if quick:
         n = min(len(source), 300)
         sub = _Subset(source, np.sort(np.random.default_rng(0).choice(len(source), size=n, replace=False)))
-        cfg = ClusterConfig(out=str(run_dir), k=(10,), image_size=(64,), denoise_epochs=2, denoise_max_train=300,
+        cfg = ClusterConfig(out=out, k=(10,), image_size=(64,), denoise_epochs=2, denoise_max_train=300,
                             morph_per_group=1, progress=False)
-        return run_cluster(cfg, src=sub)
-    cfg = ClusterConfig(data=str(source.path), out=str(run_dir), k=(20,), denoise_max_train=1500, morph_per_group=6,
-                        progress=True)
-    return run_cluster(cfg, src=source)
+        metrics = run_cluster(cfg, src=sub)
+    else:
+        cfg = ClusterConfig(data=str(source.path), out=out, k=(20,), denoise_max_train=1500, morph_per_group=6,
+                            progress=True)
+        metrics = run_cluster(cfg, src=source)
+    section(run_dir)
+    return metrics
 
 
 class _Subset:
