@@ -79,12 +79,9 @@ class TrainingInterrupted(Exception):
 
 
 def _mix(*xs: int) -> int:
-    """The seed of (seed, epoch[, step, stream]). Kept as is (not ``np.random.SeedSequence``): other
-    seeds would give other epoch orders, augmentations and dropout masks, i.e. other weights."""
-    h = 0x9E3779B97F4A7C15
-    for x in xs:
-        h = (h ^ (int(x) + 0x9E3779B9 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFF
-    return h
+    """The seed of (seed, epoch[, step, stream]): numpy's SeedSequence hash of the numbers, so every
+    epoch order, augmentation and dropout mask is a function of where the loop is (exact resume)."""
+    return int(np.random.SeedSequence([int(x) & 0xFFFFFFFFFFFFFFFF for x in xs]).generate_state(1, np.uint64)[0])
 
 
 def batches(dataset, indices: np.ndarray, batch_size: int, device) -> Iterator[tuple]:
