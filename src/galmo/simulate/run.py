@@ -15,7 +15,7 @@ from galmo.core.errors import GalmoError
 from galmo.core.io import atomic_path, cache_dir
 from galmo.core.schema import ANSWER_COLUMNS, GALAXY10_CLASSES
 
-RECIPE_VERSION = "1.4"
+RECIPE_VERSION = "1.5"
 DEFAULT_N = 3000
 DEFAULT_SIZE = 64
 ANOMALY_TYPES = ("satellite_trail", "cosmic_rays", "ring", "lensed_arc")
