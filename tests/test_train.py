@@ -294,3 +294,81 @@ def test_bf16_channels_last_training_learns_and_saves_fp32(tmp_path):
     with pytest.raises(GalmoError, match="fp16 needs a CUDA"):
         fit(TinyConv(), _blobs(0), None, ClsTask(), _cfg(precision="fp16", device="cpu"), tmp_path / "x",
             model_name="test_tinyconv", model_kwargs={})
+
+
+class SignalAt(ClsTask):
+    """Sends ``sig`` to this process during the loss of global step ``at`` (as `kill PID` would)."""
+
+    def __init__(self, sig, at):
+        self.sig, self.at, self.calls = sig, at, 0
+
+    def loss(self, model, batch, gen):
+        self.calls += 1
+        if self.calls == self.at:
+            import os
+
+            os.kill(os.getpid(), self.sig)
+        return super().loss(model, batch, gen)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_finishes_the_step_saves_and_restores_the_handlers(tmp_path, sig):
+    import signal
+
+    sig = getattr(signal, sig)
+    before = signal.getsignal(sig)
+    torch.manual_seed(0)
+    init = TinyNet().state_dict()
+    m = TinyNet()
+    m.load_state_dict(init)
+    with pytest.raises(TrainingInterrupted, match="stopped by a signal at epoch 0 step 6"):
+        fit(m, _data(0), _data(1, 200), SignalAt(sig, 6), _cfg(), tmp_path / "b",
+            model_name="test_tinynet", model_kwargs={})
+    assert signal.getsignal(sig) is before
+    p = read_progress(tmp_path / "b")
+    assert (p["done"], p["global_step"], p["step_in_epoch"]) == (False, 6, 6)
+    m2 = TinyNet()
+    fit(m2, _data(0), _data(1, 200), ClsTask(), _cfg(), tmp_path / "b", model_name="test_tinynet", model_kwargs={},
+        resume=True)
+    ref = TinyNet()
+    ref.load_state_dict(init)
+    fit(ref, _data(0), _data(1, 200), ClsTask(), _cfg(), tmp_path / "a", model_name="test_tinynet", model_kwargs={})
+    assert all(torch.equal(v, m2.state_dict()[k]) for k, v in ref.state_dict().items())
+    assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.name.startswith("last")) == ["last"]
+
+
+def _saved_step_at_epoch_ends(tmp_path, **kw) -> list[int]:
+    """The global step of last/ as each epoch ends (the callback runs before that epoch's own save)."""
+    seen = []
+    torch.manual_seed(0)
+    fit(TinyNet(), _data(0), _data(1, 200), ClsTask(), _cfg(**kw), tmp_path, model_name="test_tinynet",
+        model_kwargs={}, on_epoch_end=lambda m: seen.append(read_progress(tmp_path)["global_step"]))
+    return seen
+
+
+def test_checkpoints_by_steps_minutes_and_epoch_ends(tmp_path, monkeypatch):
+    import galmo.nn.train as train_mod
+
+    # 10 steps per epoch. Epochs shorter than EPOCH_END_SAVES saves: only the first epoch end saves (and
+    # measures the cost of a save)
+    monkeypatch.setattr(train_mod, "EPOCH_END_SAVES", 1e12)
+    assert _saved_step_at_epoch_ends(tmp_path / "a", checkpoint_minutes=None) == [0, 10, 10, 10]
+    assert _saved_step_at_epoch_ends(tmp_path / "b", checkpoint_minutes=None, checkpoint_every=4) == [8, 20, 28, 40]
+    assert _saved_step_at_epoch_ends(tmp_path / "c", checkpoint_minutes=1e-9) == [10, 20, 30, 40]  # every step
+    monkeypatch.setattr(train_mod, "EPOCH_END_SAVES", 0)  # long epochs: every epoch end saves
+    assert _saved_step_at_epoch_ends(tmp_path / "d", checkpoint_minutes=None) == [0, 10, 20, 30]
+    assert read_progress(tmp_path / "d")["done"]
+
+
+def test_resume_with_other_settings_warns_and_the_log_keeps_each_epoch_once(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(TrainingInterrupted):
+        fit(TinyNet(), _data(0), _data(1, 200), ClsTask(), _cfg(stop_after_steps=25), tmp_path,
+            model_name="test_tinynet", model_kwargs={})
+    # as if killed after epoch 2 was logged but before it was saved: the log has a line too many
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(log.read_text() + log.read_text().splitlines()[-1] + "\n")
+    with pytest.warns(UserWarning, match=r"other settings than the interrupted run \(lr 0.003 → 0.001\)"):
+        fit(TinyNet(), _data(0), _data(1, 200), ClsTask(), _cfg(lr=1e-3), tmp_path, model_name="test_tinynet",
+            model_kwargs={}, resume=True)
+    assert [json.loads(s)["epoch"] for s in log.read_text().splitlines()] == [0, 1, 2, 3]

@@ -21,3 +21,8 @@ class BadInput(GalmoError):
     With ``--on-error skip`` such items are skipped and listed in ``rejected.csv``; otherwise the
     command stops with the message.
     """
+
+
+class TrainingInterrupted(Exception):
+    """Raised by the training loop when it stopped early (a signal, Ctrl-C, a step limit) after saving a
+    resumable checkpoint; the CLI says so and exits 130 (``--resume`` continues)."""

@@ -7,14 +7,22 @@ A checkpoint folder holds ``model.safetensors`` and ``config.json``::
 
 Training state for ``--resume`` (optimizer moments, step counters, RNG) lives beside it in
 ``train_state.safetensors`` + ``train_state.json``. Everything is written atomically.
+
+The resumable checkpoint of a run folder, ``last/``, is written as one set (:func:`save_resumable`):
+every file goes into ``last.tmp/``, each file and folder is flushed to disk (``os.fsync``), then the
+folders are swapped by renames (``last`` → ``last.old``, ``last.tmp`` → ``last``, the run folder
+fsynced, ``last.old`` removed). A kill at any moment therefore leaves either the previous complete
+checkpoint or the new complete one: ``last/``, or ``last.old/`` in the instant between the two
+renames, which :func:`resumable_dir` reads and :func:`recover_resumable` moves back.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from galmo import __version__
 from galmo.core.errors import GalmoError
@@ -25,6 +33,9 @@ MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "train_state.safetensors"
 STATE_JSON = "train_state.json"
+LAST = "last"            # the resumable checkpoint of a run folder
+LAST_TMP = "last.tmp"    # the next one, being written (never read)
+LAST_OLD = "last.old"    # the previous one, for the instant of the swap
 
 
 def _tensors_to_file(tensors: dict, path: Path, metadata: dict | None = None) -> None:
@@ -157,3 +168,78 @@ def load_train_state(folder: str | os.PathLike, optimizer) -> tuple[dict, dict]:
         state.setdefault(int(pid), {}).update(st)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return meta["scalars"], rng
+
+
+# ---------------------------------------------------------------- the resumable set last/ (crash-safe)
+
+def fsync_tree(folder: str | os.PathLike) -> None:
+    """Flush every file and folder under ``folder`` (and ``folder`` itself) to the disk."""
+    folder = Path(folder)
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(root)
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Flush a folder's entries (renames, new files); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_resumable(run_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Write the resumable checkpoint ``run_dir/last/`` as one consistent set: ``write(folder)`` fills
+    a fresh ``last.tmp/``, which is fsynced and swapped in by renames (see the module docstring)."""
+    run_dir = Path(run_dir)
+    last, tmp, old = run_dir / LAST, run_dir / LAST_TMP, run_dir / LAST_OLD
+    if tmp.exists():  # a save killed half-way: never the only complete checkpoint
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    fsync_tree(tmp)
+    if last.exists():
+        if old.exists():  # last/ is complete, so last.old/ is not needed
+            shutil.rmtree(old)
+        os.rename(last, old)
+    os.rename(tmp, last)
+    fsync_dir(run_dir)
+    if old.exists():
+        shutil.rmtree(old)
+    return last
+
+
+def resumable_dir(run_dir: str | os.PathLike) -> Path | None:
+    """The complete resumable checkpoint of ``run_dir`` (``last/``, or ``last.old/`` when a save was
+    killed between its two renames); None when there is none. Reads only."""
+    run_dir = Path(run_dir)
+    for name in (LAST, LAST_OLD):
+        if (run_dir / name / STATE_JSON).exists():
+            return run_dir / name
+    return None
+
+
+def recover_resumable(run_dir: str | os.PathLike) -> Path | None:
+    """:func:`resumable_dir`, moved back to ``last/`` when needed, the half-written ``last.tmp/`` removed."""
+    run_dir = Path(run_dir)
+    found = resumable_dir(run_dir)
+    if found is not None and found.name == LAST_OLD:
+        if (run_dir / LAST).exists():  # an incomplete last/ (not made by save_resumable)
+            shutil.rmtree(run_dir / LAST)
+        os.rename(found, run_dir / LAST)
+        fsync_dir(run_dir)
+        found = run_dir / LAST
+    if (run_dir / LAST_TMP).exists():
+        shutil.rmtree(run_dir / LAST_TMP)
+    return found

@@ -23,6 +23,37 @@ for any randomness the task wants (augmentation). ``validate`` runs its forward 
 
 :func:`read_progress` is the public view of a run folder's training state (other methods must not
 parse ``last/train_state.json`` themselves).
+
+Checkpoints (crash-safe). ``run_dir/last/`` holds everything a resume needs (raw weights, EMA
+weights, optimizer moments, counters, loss scaler). It is saved
+
+* every ``checkpoint_minutes`` (default 5) of training, so a crash, ``kill -9`` or power cut loses
+  at most that much;
+* at every epoch end, unless the previous save is fewer than ``EPOCH_END_SAVES`` (50) save-durations
+  old: with very short epochs (the probe's baseline, tiny tests) this caps the epoch-end saves at 2 %
+  of the run;
+* every ``checkpoint_every`` steps when set (default 0, off: a step count means seconds for one model
+  and hours for another, so the wall-clock rule is the default; steps are for tests and for
+  checkpointing more often than the time rule does);
+* on SIGINT (Ctrl-C) or SIGTERM (``kill``, a batch system's time limit): the step in progress is
+  finished, ``last/`` saved and :class:`TrainingInterrupted` raised (``galmo train`` exits 130); a
+  second signal stops at once. The caller's handlers are restored when :func:`fit` returns.
+
+Measured cost of one save (2 cores, local disk, fsync included): 8–13 ms for the demo's rotinv (width
+16, 64 px: 1.1 MB with the Adam moments), against ~8 s per epoch of the demo's 2100 galaxies (0.1–0.2 %
+with a save at every epoch end); a 3-epoch run of it on 320 images (36 s on 2 shared cores) spent
+39 ms in its 3 saves, 0.11 %. 11 ms for width 32 with an EMA (5 MB); 80 ms for the EfficientNet-Lite0
+timm_classifier with an EMA (55 MB), against 1.6 s per step of 32 images.
+
+Each save writes the whole set into ``last.tmp/``, fsyncs every file and folder, and swaps it in by
+renames (:func:`galmo.nn.checkpoint.save_resumable`): a kill at any moment leaves either the previous
+complete checkpoint or the new one. ``resume`` after a kill continues from it and ends with the same
+weights (bit for bit) and the same ``metrics.jsonl`` as an uninterrupted run: the epochs logged after
+the checkpoint are dropped from the log and run again, and a run killed before its first checkpoint
+starts again from step 0 (with a warning). What is not identical: the ``train_images_per_s`` of the
+interrupted epoch (wall-clock), and the numbers themselves when the resume runs on another device or
+torch thread count (float rounding of the kernels) or with other settings (warned: a resume with
+another ``epochs``, ``lr``, ``batch_size``, ... is not the uninterrupted run of either).
 """
 
 from __future__ import annotations
@@ -30,8 +61,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +93,8 @@ class TrainConfig:
     mode: str = "min"               # "min" or "max"
     seed: int = 0
     device: str = "auto"
-    checkpoint_every: int = 0       # also checkpoint every N steps mid-epoch (0: epoch ends only)
+    checkpoint_every: int = 0       # also checkpoint every N steps (0: off; see "Checkpoints" above)
+    checkpoint_minutes: float | None = 5.0  # and every this many minutes of training (None or 0: off)
     eval_batch_size: int = 256
     progress: bool = True
     stop_after_steps: int | None = None  # stop (checkpointed, resumable) after this many steps this session
@@ -71,11 +105,15 @@ class TrainConfig:
 
 
 EMA_DIR = "ema"  # last/ema/: the EMA weights of a resumable checkpoint
+TRAIN_CONFIG = "train_config.json"  # written when a training starts in a run folder
+EPOCH_END_SAVES = 50  # an epoch end saves last/ when the previous save is ≥ 50 save-durations old
+NOT_RESULTS = ("device", "progress", "eval_batch_size", "stop_after_steps", "checkpoint_every",
+               "checkpoint_minutes")  # TrainConfig fields a resume may change without changing the weights
+STOP_SIGNALS = ("SIGINT", "SIGTERM")  # finish the step, save last/, raise TrainingInterrupted
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class TrainingInterrupted(Exception):
-    """Raised by :func:`fit` when it stopped early but saved a resumable checkpoint."""
+from galmo.core.errors import TrainingInterrupted  # noqa: E402,F401  (raised by fit; defined torch-free)
 
 
 def _mix(*xs: int) -> int:
@@ -219,10 +257,12 @@ class _Run:
     state: dict = field(default_factory=_new_state)
     interrupted: bool = False
     steps_this_session: int = 0
+    last_save: float = field(default_factory=time.monotonic)  # when last/ was last written (monotonic s)
+    save_seconds: float = 0.0       # how long the latest save of last/ took
 
     @property
     def last_dir(self) -> Path:
-        return self.run_dir / "last"
+        return self.run_dir / ckpt.LAST
 
     @property
     def log_path(self) -> Path:
@@ -254,10 +294,17 @@ def _setup(model, train_set, cfg: TrainConfig, run_dir, model_name: str, model_k
                 extra={"train": asdict(cfg), **(extra_config or {})}, config=config)
 
 
-def _resume(run: _Run) -> None:
-    """Load the last checkpoint of ``run.run_dir`` (weights, EMA, optimizer, counters, loss scaler)."""
-    last = run.last_dir
-    if not (last / ckpt.STATE_JSON).exists():
+def _resume(run: _Run) -> bool:
+    """Load the last checkpoint of ``run.run_dir`` (weights, EMA, optimizer, counters, loss scaler) and
+    cut ``metrics.jsonl`` back to its epochs. False (nothing loaded: the run starts at step 0, which is
+    what an uninterrupted run does) when the folder holds a started training killed before its first
+    checkpoint; a folder where no training started is an error."""
+    last = ckpt.recover_resumable(run.run_dir)
+    if last is None:
+        if (run.run_dir / TRAIN_CONFIG).exists():
+            warnings.warn(f"{run.run_dir}: no checkpoint yet (the run was stopped before its first one): "
+                          "training starts again from step 0", stacklevel=3)
+            return False
         raise GalmoError("nothing to resume: no checkpoint in last/ (start without --resume)", path=run.run_dir)
     run.model.load_state_dict(ckpt.load_state_dict(last / ckpt.MODEL_FILE))
     run.state, _ = ckpt.load_train_state(last, run.opt)
@@ -271,17 +318,43 @@ def _resume(run: _Run) -> None:
         run.ema.n_averaged.fill_(int(run.state.get("ema_n", 0)))
     if run.scaler is not None and run.state.get("scaler"):
         run.scaler.load_state_dict(run.state["scaler"])
+    _warn_changed_settings(run)
+    _rewrite_log(run.log_path, run.state["history"])  # epochs logged after the checkpoint are run again
+    return True
+
+
+def _warn_changed_settings(run: _Run) -> None:
+    """Warn when a resume trains with other settings than the run it continues (not exact then)."""
+    try:
+        before = json.loads((run.run_dir / TRAIN_CONFIG).read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    now = asdict(run.cfg)
+    changed = [f"{k} {before[k]} → {now[k]}" for k in now if k not in NOT_RESULTS and k in before
+               and json.loads(json.dumps(now[k])) != before[k]]
+    if changed:
+        warnings.warn(f"{run.run_dir}: resumed with other settings than the interrupted run ({', '.join(changed)}): "
+                      "the result will not equal an uninterrupted run", stacklevel=4)
 
 
 def _save_last(run: _Run) -> None:
-    """The resumable checkpoint ``last/`` (raw weights, EMA weights, optimizer and counters)."""
-    ckpt.save_checkpoint(run.last_dir, run.model, run.model_name, run.model_kwargs, run.extra)
+    """The resumable checkpoint ``last/`` (raw weights, EMA weights, optimizer and counters), written as
+    one crash-safe set by :func:`galmo.nn.checkpoint.save_resumable` (fsynced, swapped by renames)."""
+    t0 = time.monotonic()
     if run.ema is not None:
         run.state["ema_n"] = int(run.ema.n_averaged)
-        ckpt.save_checkpoint(run.last_dir / EMA_DIR, run.ema.module, run.model_name, run.model_kwargs, run.extra)
     if run.scaler is not None:
         run.state["scaler"] = run.scaler.state_dict()
-    ckpt.save_train_state(run.last_dir, run.opt, run.state)
+
+    def write(folder: Path) -> None:
+        ckpt.save_checkpoint(folder, run.model, run.model_name, run.model_kwargs, run.extra)
+        if run.ema is not None:
+            ckpt.save_checkpoint(folder / EMA_DIR, run.ema.module, run.model_name, run.model_kwargs, run.extra)
+        ckpt.save_train_state(folder, run.opt, run.state)
+
+    ckpt.save_resumable(run.run_dir, write)
+    run.last_save = time.monotonic()
+    run.save_seconds = run.last_save - t0
 
 
 def _save_best(run: _Run, metrics: dict) -> None:
@@ -355,13 +428,32 @@ def _train_epoch(run: _Run, task, train_set) -> dict:
 
 
 def _maybe_checkpoint(run: _Run, epoch: int) -> None:
+    """After a step: save ``last/`` when it is due (every ``checkpoint_every`` steps, every
+    ``checkpoint_minutes``); save and raise :class:`TrainingInterrupted` on a signal or ``stop_after_steps``."""
     cfg, state = run.cfg, run.state
     stop_now = run.interrupted or bool(cfg.stop_after_steps and run.steps_this_session >= cfg.stop_after_steps)
-    if stop_now or (cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0):
+    by_steps = bool(cfg.checkpoint_every) and state["global_step"] % cfg.checkpoint_every == 0
+    if stop_now or by_steps or _minutes_due(run):
         _save_last(run)
     if stop_now:
-        raise TrainingInterrupted(f"stopped at epoch {epoch} step {state['step_in_epoch']}; "
-                                  f"checkpoint in {run.last_dir} (resume to continue)")
+        raise TrainingInterrupted(_stopped_message(run, epoch))
+
+
+def _minutes_due(run: _Run) -> bool:
+    minutes = run.cfg.checkpoint_minutes
+    return bool(minutes) and time.monotonic() - run.last_save >= 60.0 * minutes
+
+
+def _epoch_end_due(run: _Run) -> bool:
+    """At an epoch end: save unless the previous save is fewer than ``EPOCH_END_SAVES`` save-durations old
+    (short epochs), which keeps the epoch-end saves under 1/EPOCH_END_SAVES = 2 % of the run."""
+    return run.interrupted or time.monotonic() - run.last_save >= EPOCH_END_SAVES * run.save_seconds
+
+
+def _stopped_message(run: _Run, epoch: int) -> str:
+    why = "stopped by a signal" if run.interrupted else "stopped"
+    return (f"{why} at epoch {epoch} step {run.state['step_in_epoch']}; checkpoint in {run.last_dir} "
+            "(resume to continue: it ends with the same weights as an uninterrupted run)")
 
 
 def validate(task, model, val_set, batch_size: int, device) -> dict:
@@ -397,8 +489,12 @@ def _run_epochs(run: _Run, task, train_set, val_set, on_epoch_end) -> None:
     while run.state["epoch"] < run.cfg.epochs:
         metrics = _train_epoch(run, task, train_set)
         metrics.update(validate(task, run.best_model, val_set, run.cfg.eval_batch_size, run.device))
-        if _end_epoch(run, metrics, on_epoch_end):
+        if _end_epoch(run, metrics, on_epoch_end) or run.state["epoch"] >= run.cfg.epochs:
             break
+        if _epoch_end_due(run):
+            _save_last(run)
+        if run.interrupted:  # the signal came during the validation
+            raise TrainingInterrupted(_stopped_message(run, run.state["epoch"]))
     run.state["done"] = True
     _save_last(run)
 
@@ -417,32 +513,49 @@ def fit(model, train_set, val_set, task, cfg: TrainConfig, run_dir: str | Path, 
     The caller's global torch RNG is left as it was.
     """
     run = _setup(model, train_set, cfg, run_dir, model_name, model_kwargs, extra_config, config)
-    if resume:
-        _resume(run)
-        if run.state.get("done"):  # hand back the best (EMA, when used) weights, as a finished run does
-            model.load_state_dict(ckpt.load_state_dict(run.run_dir / ckpt.MODEL_FILE))
-            return _summary(run.state)
-    else:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        if run.log_path.exists():
-            run.log_path.unlink()
-    write_json(run.run_dir / "train_config.json", {"train": asdict(cfg), "model": {"name": model_name,
-                                                                                  "kwargs": model_kwargs}})
-
-    def on_sigint(signum, frame):  # finish the step, save, then stop
-        run.interrupted = True
-
-    old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
-    try:
-        with torch.random.fork_rng(devices=_cuda_devices()):
-            _run_epochs(run, task, train_set, val_set, on_epoch_end)
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+    if not (resume and _resume(run)):
+        _start_fresh(run)
+    elif run.state.get("done"):  # hand back the best (EMA, when used) weights, as a finished run does
+        model.load_state_dict(ckpt.load_state_dict(run.run_dir / ckpt.MODEL_FILE))
+        return _summary(run.state)
+    write_json(run.run_dir / TRAIN_CONFIG, {"train": asdict(cfg), "model": {"name": model_name,
+                                                                           "kwargs": model_kwargs}})
+    with _stop_signals(run), torch.random.fork_rng(devices=_cuda_devices()):
+        _run_epochs(run, task, train_set, val_set, on_epoch_end)
     model.load_state_dict(ckpt.load_state_dict(run.run_dir / ckpt.MODEL_FILE))
     if cfg.channels_last:
         model.to(memory_format=torch.contiguous_format)
     return _summary(run.state)
+
+
+def _start_fresh(run: _Run) -> None:
+    """A new training in ``run_dir``: the log and any earlier run's resumable checkpoint go (a kill
+    before the first save must not leave ``--resume`` an older run's state)."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    if run.log_path.exists():
+        run.log_path.unlink()
+    for name in (ckpt.LAST, ckpt.LAST_OLD, ckpt.LAST_TMP):
+        if (run.run_dir / name).is_dir():
+            shutil.rmtree(run.run_dir / name)
+
+
+@contextmanager
+def _stop_signals(run: _Run):
+    """SIGINT (Ctrl-C) and SIGTERM (``kill``, a batch system's time limit): the first finishes the step,
+    saves ``last/`` and stops (:class:`TrainingInterrupted`); a second one stops at once
+    (KeyboardInterrupt; the previous checkpoint stays). The previous handlers are restored on exit."""
+    def on_signal(signum, frame):
+        if run.interrupted:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopped without saving")
+        run.interrupted = True
+
+    sigs = [getattr(signal, n) for n in STOP_SIGNALS if hasattr(signal, n)] if _main_thread() else []
+    old = {s: signal.signal(s, on_signal) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def _cuda_devices() -> list[int]:
@@ -460,20 +573,39 @@ def read_progress(run_dir: str | Path) -> dict:
     ``{"done": bool, "epoch": epochs completed, "global_step": int, "step_in_epoch": int,
     "history": [per-epoch metrics], "best": metrics of the best epoch or None, "stopped_early": bool,
     "weights": whether the best weights exist}``; a folder without a checkpoint reads as not started.
+    Safe while the training runs: a checkpoint is only ever seen complete.
     """
     run_dir = Path(run_dir)
-    path = run_dir / "last" / ckpt.STATE_JSON
-    scalars: dict = {}
-    if path.exists():
-        try:
-            scalars = json.loads(path.read_text())["scalars"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise GalmoError(f"unreadable training state ({type(e).__name__}: {e})", path=path) from None
+    scalars = _read_scalars(run_dir)
     return {"done": bool(scalars.get("done")), "epoch": int(scalars.get("epoch", 0)),
             "global_step": int(scalars.get("global_step", 0)), "step_in_epoch": int(scalars.get("step_in_epoch", 0)),
             "history": list(scalars.get("history", [])), "best": scalars.get("best_metrics"),
             "stopped_early": bool(scalars.get("stopped_early")),
             "weights": (run_dir / ckpt.MODEL_FILE).exists()}
+
+
+def _read_scalars(run_dir: Path, tries: int = 5) -> dict:
+    """The counters of the resumable checkpoint ({} when there is none); a swap by a running training
+    between finding ``last/`` and reading it is retried."""
+    for attempt in range(tries):
+        last = ckpt.resumable_dir(run_dir)
+        if last is None:
+            return {}
+        path = last / ckpt.STATE_JSON
+        try:
+            return json.loads(path.read_text())["scalars"]
+        except FileNotFoundError:
+            if attempt == tries - 1:
+                raise
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise GalmoError(f"unreadable training state ({type(e).__name__}: {e})", path=path) from None
+    return {}
+
+
+def _rewrite_log(path: Path, history: list[dict]) -> None:
+    """``metrics.jsonl`` holding exactly ``history`` (one line per epoch)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
 
 
 def _append_jsonl(path: Path, row: dict) -> None:

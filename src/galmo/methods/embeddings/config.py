@@ -23,6 +23,12 @@ def _shared(key: str, text: str) -> str:
     return HELP.get(key, text)
 
 
+# the same as galmo.methods.supervised.config's (galmo train and galmo pretrain share the flags)
+CHECKPOINT_EVERY_HELP = ("also save the resumable checkpoint (last/) every this many training steps (0: only "
+                         "by time and at epoch ends)")
+CHECKPOINT_MINUTES_HELP = ("save the resumable checkpoint (last/) every this many minutes of training, and at "
+                           "epoch ends; a crash or kill loses at most this much (0: only at epoch ends and by "
+                           "--checkpoint-every)")
 TOP_HELP = "how many of the ranked galaxies: neighbours (similar, the query itself first) or montage (outliers)"
 
 
@@ -61,6 +67,8 @@ class PretrainConfig(Config):
     augment: bool = option(True, _shared("augment", "augment the training images on the fly")
                            + "; random flips and transposes (the 8 symmetries of the square)")
     resume: bool = option(False, HELP["resume"])
+    checkpoint_every: int = option(0, _shared("checkpoint_every", CHECKPOINT_EVERY_HELP), metavar="STEPS")
+    checkpoint_minutes: float = option(5.0, _shared("checkpoint_minutes", CHECKPOINT_MINUTES_HELP), metavar="MIN")
     device: str = device_option()
     seed: int = seed_option()
     batch_size: int = batch_size_option(64)

@@ -18,6 +18,11 @@ TARGETS = ("class", "votes")  # = galmo.nn.tasks.classify.TARGETS (that module i
 PRECISIONS = ("fp32", "bf16", "fp16")
 RUN_HELP = "a run folder made by `galmo train`; several: an ensemble (probabilities averaged)"
 TTA_HELP = "average the predictions over N test-time transforms (8 = the dihedral group)"
+CHECKPOINT_EVERY_HELP = ("also save the resumable checkpoint (last/) every this many training steps (0: only "
+                         "by time and at epoch ends)")
+CHECKPOINT_MINUTES_HELP = ("save the resumable checkpoint (last/) every this many minutes of training, and at "
+                           "epoch ends; a crash or kill loses at most this much (0: only at epoch ends and by "
+                           "--checkpoint-every)")
 
 
 @dataclass
@@ -49,6 +54,8 @@ class SupervisedConfig(Config):
     seed: int = seed_option()
     device: str = device_option()
     resume: bool = option(False, HELP["resume"])
+    checkpoint_every: int = option(0, HELP.get("checkpoint_every", CHECKPOINT_EVERY_HELP), metavar="STEPS")
+    checkpoint_minutes: float = option(5.0, HELP.get("checkpoint_minutes", CHECKPOINT_MINUTES_HELP), metavar="MIN")
     patience: int | None = option(None, "early stop after this many epochs without improvement (none: never)")
     augment: bool = option(True, "augment the training images on the fly; random rotation, shift, zoom, flip "
                            "and brightness (Dieleman et al. 2015)")
