@@ -63,14 +63,14 @@ def test_on_error_skip_lists_the_bad_files_in_rejected_csv(tmp_path, monkeypatch
     assert main(["show", str(src), "--out", str(tmp_path / "g.png")]) == 2  # raise: stops at the bad file
     png = tmp_path / "out" / "grid.png"
     assert main(["show", str(src), "--out", str(png), "--on-error", "skip", "--n", "3"]) == 0
-    rejected = pd.read_csv(png.parent / "rejected.csv")
+    rejected = pd.read_csv(png.parent / "grid.rejected.csv")
     assert [Path(r).name for r in rejected["ref"]] == ["g9.png"] and png.exists()
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert main(["info", str(src), "--on-error", "skip"]) == 0
     out = capsys.readouterr().out
-    assert "images      4" in out and "rejected    1 items (listed in rejected.csv)" in out
-    assert [Path(r).name for r in pd.read_csv(tmp_path / "rejected.csv")["ref"]] == ["g9.png"]
+    assert "images      4" in out and f"rejected    1 item:\n    {src / 'g9.png'}: not a readable" in out
+    assert not (tmp_path / "rejected.csv").exists()  # info lists the skipped items on the terminal
 
 
 def test_demo_overview_section_and_report_rebuild(sims, tmp_path):

@@ -258,5 +258,5 @@ def test_on_error_skip_skips_undecodable_images_in_train_and_predict(tiny, tmp_p
     preds = pd.read_parquet(out)
     bad_ids = [Path(f).relative_to(tmp_path / "png").with_suffix("").as_posix() for f in bad]
     assert len(preds) == 72 - 2 and preds["id"].is_unique and not preds["id"].isin(bad_ids).any()
-    assert sorted(pd.read_csv(out.parent / "rejected.csv")["ref"]) == sorted(bad)
+    assert sorted(pd.read_csv(out.parent / "p.rejected.csv")["ref"]) == sorted(bad)
     assert main(["predict", "--run", str(run), "--data", data, "--out", str(out)]) == 2  # raise: stops

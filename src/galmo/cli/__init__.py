@@ -8,11 +8,13 @@ returns an exit status (0 or None for success).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
 
 from galmo import __version__
-from galmo.core.errors import GalmoError
+from galmo.core.errors import GalmoError, TrainingInterrupted
 
 COMMAND_MODULES = [
     "galmo.cli.simulate",  # simulate
@@ -60,20 +62,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb. Its ``--out`` is checked first (:func:`check_out`), warnings are shown as one
+    line each (:func:`one_line_warnings`), GalmoError becomes ``galmo: error: ...`` and exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
     try:
-        rc = args.func(args)
+        with one_line_warnings():
+            check_out(args)
+            rc = args.func(args)
     except GalmoError as e:
         print(f"galmo: error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:  # checkpoint saved (a signal or Ctrl-C during training)
+        print(f"galmo: interrupted: {e}; run again with --resume", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("galmo: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Check the verb's ``--out`` before any work: each verb declares what it writes with
+    ``set_defaults(out_kind="dir")`` (a run folder) or ``"file"``; see :func:`galmo.core.io.check_output`."""
+    kind, out = getattr(args, "out_kind", None), getattr(args, "out", None)
+    if kind is not None and out is not None:
+        from galmo.core.io import check_output
+
+        check_output(out, kind)
+
+
+def _format_warning(message, category=None, filename=None, lineno=None, line=None) -> str:
+    return "galmo: warning: " + " ".join(str(message).split()) + "\n"
+
+
+def _show_warning(message, category=None, filename=None, lineno=None, file=None, line=None) -> None:
+    try:
+        (file or sys.stderr).write(_format_warning(message))
+    except (AttributeError, OSError):  # no stderr (pythonw) or a closed one: nothing to show it on
+        pass
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """During one CLI call: every warning is one line ``galmo: warning: <message>`` on stderr
+    (no file name, line number or source line); the caller's warning settings come back after."""
+    saved_format = warnings.formatwarning
+    with warnings.catch_warnings():  # restores showwarning (and the filters) on exit
+        warnings.showwarning, warnings.formatwarning = _show_warning, _format_warning
+        try:
+            yield
+        finally:
+            warnings.formatwarning = saved_format
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("cluster", help="unsupervised morphology groups (eUML voting clustering)")
     add_options(p, ClusterConfig, required=("data", "out"))
-    p.set_defaults(func=cmd_cluster)
+    p.set_defaults(func=cmd_cluster, out_kind="dir")
 
 
 def cmd_cluster(args) -> int:

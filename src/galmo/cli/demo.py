@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("--only", nargs="+", default=None, choices=SECTIONS, metavar="SECTION",
                    help=f"only these sections, of {', '.join(SECTIONS)} (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds, for smoke tests)")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, out_kind="dir")
 
 
 def cmd_demo(args) -> int:

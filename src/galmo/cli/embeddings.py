@@ -13,23 +13,23 @@ from galmo.methods.embeddings.config import EmbedConfig, OutliersConfig, Pretrai
 def register(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain an AstroPT-like patch transformer on unlabelled images")
     add_options(p, PretrainConfig, required=("data", "out"))
-    p.set_defaults(func=cmd_pretrain)
+    p.set_defaults(func=cmd_pretrain, out_kind="dir")
 
     p = sub.add_parser("embed", help="embed every galaxy of a source with any encoder")
     add_options(p, EmbedConfig, required=("data", "out"))
-    p.set_defaults(func=cmd_embed)
+    p.set_defaults(func=cmd_embed, out_kind="file")
 
     p = sub.add_parser("similar", help="nearest neighbours by cosine similarity (faiss); give --id or --image")
     add_options(p, SimilarConfig, required=("emb",))
-    p.set_defaults(func=cmd_similar)
+    p.set_defaults(func=cmd_similar, out_kind="file")
 
     p = sub.add_parser("outliers", help="anomaly score per galaxy (IsolationForest + LOF grid, rank-normalised)")
     add_options(p, OutliersConfig, required=("emb", "out"))
-    p.set_defaults(func=cmd_outliers)
+    p.set_defaults(func=cmd_outliers, out_kind="dir")
 
     p = sub.add_parser("probe", help="linear probe with a fraction of the labels vs a CNN from scratch")
     add_options(p, ProbeConfig, required=("emb",))
-    p.set_defaults(func=cmd_probe)
+    p.set_defaults(func=cmd_probe, out_kind="file")
 
 
 def _print_pretrained(out, s: dict) -> None:
@@ -87,8 +87,10 @@ def cmd_outliers(args) -> int:
     r = run_outliers(OutliersConfig.from_args(args))
     print(r["table"].head(10).to_string(index=False))
     auroc = r["metrics"].get("auroc_injected")
+    note = r["metrics"].get("auroc_note")
     print(f"wrote {r['written'][0]} and {r['written'][1]}"
-          + (f"; AUROC on injected anomalies {auroc:.3f}" if auroc is not None else ""))
+          + (f"; AUROC on injected anomalies {auroc:.3f}" if auroc is not None else f"; no AUROC: {note}" if note
+             else ""))
     return 0
 
 

@@ -18,7 +18,7 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="re-run a run from its config.json (same settings, same seed)")
     p.add_argument("config", help="a config.json written by a galmo run, or its run folder")
     p.add_argument("--out", default=None, help="run folder for the new run (default: the one in the config)")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, out_kind="dir")
 
     p = sub.add_parser("report", help="render a run folder's report.html again from its files")
     p.add_argument("run", help="a run folder")
@@ -37,6 +37,11 @@ def cmd_run(args) -> int:
     method = d.get("method")
     if method not in RUNNERS:
         raise GalmoError(f"cannot re-run a {method!r} config (runnable: {', '.join(RUNNERS)})", path=path)
+    saved_out = (d.get("config") or {}).get("out")
+    if args.out is None and isinstance(saved_out, str):  # (a given --out was checked by galmo.cli.main)
+        from galmo.core.io import check_output
+
+        check_output(saved_out, "dir")
     mod, fn = RUNNERS[method].split(":")
     return getattr(importlib.import_module(mod), fn)(path, args.out)
 

@@ -9,7 +9,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("simulate", help="render Galaxy10-like galaxies with GalSim into a Galaxy10-schema HDF5")
     add_options(p, SimulateConfig, required=("n", "out"))
-    p.set_defaults(func=cmd_simulate)
+    p.set_defaults(func=cmd_simulate, out_kind="file")
 
 
 def cmd_simulate(args) -> int:

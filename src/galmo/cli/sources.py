@@ -14,13 +14,13 @@ def register(sub) -> None:
     p = sub.add_parser("show", help="write a labelled montage of a source")
     add_source(p)
     p.add_argument("--out", required=True, metavar="FILE",
-                   help="output PNG (with --on-error skip, rejected.csv is written beside it)")
+                   help="output PNG (with --on-error skip, skipped items go to <stem>.rejected.csv beside it)")
     p.add_argument("--n", type=int, default=32, help="number of galaxies (default: 32)")
     p.add_argument("--ids", nargs="+", default=None, metavar="ID",
                    help="show these ids instead of --n random galaxies (default: none)")
     p.add_argument("--ncols", type=int, default=8, help="galaxies per row of the montage (default: 8)")
     add_common(p, on_error=True, seed=True)
-    p.set_defaults(func=cmd_show)
+    p.set_defaults(func=cmd_show, out_kind="file")
 
 
 def cmd_info(args) -> int:

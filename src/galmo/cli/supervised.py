@@ -7,7 +7,6 @@ one library call); ``galmo run CONFIG.json`` re-runs a training through :func:`r
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from galmo.core.config import add_options
@@ -18,7 +17,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a supervised morphology model (rotinv | simple_cnn | timm_classifier)")
     add_options(p, SupervisedConfig, required=("data", "out"))
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # testing the resume
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, out_kind="dir")
 
     p = sub.add_parser("predict", help="probabilities / vote fractions per galaxy, with TTA and triage")
     add_options(p, PredictConfig, required=("run", "data", "out"))
@@ -27,23 +26,18 @@ def register(sub) -> None:
                    help="auto-classify this fraction (most confident); list the rest for experts (default: none)")
     g.add_argument("--threshold", type=float, default=None,
                    help="auto-classify the galaxies with confidence ≥ this (default: none)")
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=cmd_predict, out_kind="file")
 
     p = sub.add_parser("evaluate", help="top-1, balanced accuracy, P/R, confusion, coverage, calibration, RMSE")
     add_options(p, EvaluateConfig, required=("run", "data"))
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, out_kind="dir")
 
 
 def run_train(cfg: SupervisedConfig) -> int:
-    """Run one training config; exit status 130 when it was interrupted (resumable)."""
+    """Run one training config (an interruption is reported by galmo.cli.main: exit 130, resumable)."""
     from galmo.methods.supervised.run import run_train as train
-    from galmo.nn.train import TrainingInterrupted
 
-    try:
-        train(cfg)
-    except TrainingInterrupted as e:
-        print(f"galmo: interrupted: {e}; run again with --resume", file=sys.stderr)
-        return 130
+    train(cfg)
     print(f"run folder: {cfg.out} (report: {Path(cfg.out) / 'report.html'})")
     return 0
 
@@ -61,7 +55,8 @@ def run_config(path, out=None) -> int:
 def cmd_predict(args) -> int:
     from galmo.core.catalog import write_catalog
     from galmo.methods.supervised.run import predict, triage, write_triage
-    from galmo.sources import as_source, write_rejected
+    from galmo.sources import as_source
+    from galmo.sources.base import report_rejected
 
     cfg = PredictConfig.from_args(args)
     src = as_source(cfg.data, cfg.on_error)
@@ -75,10 +70,7 @@ def cmd_predict(args) -> int:
               f"expert inspection: {files['expert_csv']}")
     write_catalog(preds, Path(cfg.out))
     print(f"{len(preds)} predictions → {cfg.out}")
-    if cfg.on_error == "skip":
-        rejected = write_rejected(src, Path(cfg.out).parent)
-        if src.rejected:
-            print(f"{len(src.rejected)} galaxies skipped (unreadable): {rejected}")
+    report_rejected(src, cfg.out, "file")
     return 0
 
 

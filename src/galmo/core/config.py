@@ -222,6 +222,8 @@ HELP = {
     "backbone": "timm model name",
     "tta": "average the predictions over N test-time transforms (8 = the dihedral group)",
     "run": "a run folder made by `galmo train`; several: an ensemble (probabilities averaged)",
+    "checkpoint_every": "also save the resumable state every N optimizer steps (0: off)",
+    "checkpoint_minutes": "save the resumable state at least every this many minutes (and at epoch ends)",
 }
 
 

@@ -30,6 +30,15 @@ import pandas as pd
 from galmo.core.errors import BadInput, GalmoError
 
 ON_ERROR = ("raise", "skip")
+MAX_SIDE = 20_000  # px per side of one image: larger is a mosaic or a corrupt header, not a cutout
+
+
+def human_bytes(n: float) -> str:
+    """``40000000000`` → ``'40.0 GB'`` (decimal units), for messages about declared sizes."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
 
 
 class Source(abc.ABC):
@@ -89,6 +98,16 @@ class Source(abc.ABC):
             return np.zeros((0, *self.shape), np.float32)
         _, images = self._read_rows(pos, kind, skip=False)
         return images
+
+    def read_ok(self, idx, kind: str = "image") -> tuple[np.ndarray, np.ndarray]:
+        """(the row positions that could be read, their float32 images) of ``idx``: like :meth:`read`,
+        except that with ``on_error='skip'`` a row that fails to decode is left out and added to
+        ``rejected`` instead of stopping."""
+        pos = self._positions(idx)
+        self._check_kind(kind)
+        if len(pos) == 0:
+            return pos, np.zeros((0, *self.shape), np.float32)
+        return self._read_rows(pos, kind, skip=self.on_error == "skip")
 
     def iter_batches(self, batch_size: int = 256, kind: str = "image",
                      progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -284,6 +303,29 @@ def parse_size(size) -> tuple[int, int] | None:
     return h, w
 
 
+def common_size(heights, widths, size=None, fit: str = "resize") -> tuple[tuple[int, int], str | None]:
+    """The one (H, W) of a per-file source and what to say about it: ``size`` when the caller gives
+    one, else the median height and width of the files (rounded half up), never the first file's.
+
+    Returns ``((H, W), note)``; the note (None when every file already has that size) says how many
+    images are fitted and how (``fit``)."""
+    hs, ws = np.asarray(heights, np.int64), np.asarray(widths, np.int64)
+    given = parse_size(size)
+    target = given or (int(np.floor(np.median(hs) + 0.5)), int(np.floor(np.median(ws) + 0.5)))
+    other = int(((hs != target[0]) | (ws != target[1])).sum())
+    if not other:
+        return target, None
+    how, detail = (("resized", "centre-crop to the aspect ratio, then bilinear") if fit == "resize" else
+                   ("centre-cropped / zero-padded", "pixel scale kept"))
+    if given:
+        return target, f"{other} of {len(hs)} images are not {target[0]}x{target[1]} pixels: {how} " \
+                       f"({detail}) to {target[0]}x{target[1]}"
+    span = (f"{hs.min()}–{hs.max()} px" if (hs == ws).all() else
+            f"{hs.min()}–{hs.max()} x {ws.min()}–{ws.max()} px")
+    px = f"{target[0]} px" if target[0] == target[1] else f"{target[0]}x{target[1]} px"
+    return target, f"mixed sizes {span}: {how} to the median {px} ({other} of {len(hs)} images; {detail})"
+
+
 def label_columns(labels: Iterable, n: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     """Turn raw label values (ints, strings, or missing) into (label int64, label_name, class_names).
 
@@ -315,14 +357,43 @@ def label_columns(labels: Iterable, n: int | None = None) -> tuple[np.ndarray, n
     return label, name, classes
 
 
-def write_rejected(src: Source, run_dir) -> Path:
-    """Write ``run_dir/rejected.csv`` (columns ``ref``, ``reason``) atomically; header only if none."""
+def rejected_path(out, kind: str = "dir") -> Path:
+    """Where the list of skipped items of an output goes: ``out/rejected.csv`` for a run folder
+    (``kind='dir'``), ``<stem>.rejected.csv`` beside an output file (``'file'``: ``preds.parquet``
+    → ``preds.rejected.csv``), so two outputs in one folder never share it."""
+    out = Path(out)
+    if kind == "dir":
+        return out / "rejected.csv"
+    if kind == "file":
+        return out.with_name(f"{out.stem}.rejected.csv")
+    raise ValueError(f"kind must be 'dir' or 'file', got {kind!r}")
+
+
+def write_rejected(src: Source, out, kind: str = "dir") -> Path:
+    """Write ``src.rejected`` (columns ``ref``, ``reason``) atomically at :func:`rejected_path`
+    ``(out, kind)``; header only if none. Verbs call :func:`report_rejected`."""
     from galmo.core.io import atomic_path
 
-    path = Path(run_dir) / "rejected.csv"
+    path = rejected_path(out, kind)
     df = pd.DataFrame(src.rejected, columns=["ref", "reason"])
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+    return path
+
+
+def report_rejected(src: Source, out, kind: str = "dir", log=print) -> Path | None:
+    """THE rule for skipped items, for every verb that writes ``out`` (a run folder or a file): when
+    something was skipped, write :func:`rejected_path` and say so through ``log`` with the count;
+    when nothing was, remove a list left there by an earlier run of the same output. Returns the
+    list's path, or None."""
+    path = rejected_path(out, kind)
+    items = list(getattr(src, "rejected", None) or [])
+    if not items:
+        if path.is_file():
+            path.unlink()
+        return None
+    write_rejected(src, out, kind)
+    log(f"skipped {len(items)} bad item{'s' if len(items) != 1 else ''}: see {path}")
     return path
 
 

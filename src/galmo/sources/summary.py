@@ -3,7 +3,6 @@ what ``galmo show`` draws of it (a labelled montage)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +69,11 @@ def _nan_stats(src: Source, nan_sample: int) -> dict:
         return {"nan_frac": 0.0, "nan_images": 0, "nan_basis": "no images"}
     kind = "flux" if "flux" in src.kinds else "image"
     pos = np.unique(np.linspace(0, len(src) - 1, min(nan_sample, len(src))).round().astype(int))
-    bad = [np.mean(~np.isfinite(src.read([p], kind=kind))) for p in pos]
+    bad = [np.mean(~np.isfinite(im)) for p in pos for im in src.read_ok([p], kind=kind)[1]]
+    if not bad:
+        return {"nan_frac": float("nan"), "nan_images": 0, "nan_basis": "no readable image in the sample"}
     return {"nan_frac": float(np.mean(bad)), "nan_images": int(np.sum(np.asarray(bad) > 0)),
-            "nan_basis": f"{len(pos)} sampled images, kind '{kind}'"}
+            "nan_basis": f"{len(bad)} sampled images, kind '{kind}'"}
 
 
 def summary_text(d: dict) -> str:
@@ -100,33 +101,34 @@ def summary_text(d: dict) -> str:
         shown = ", ".join(others[:20]) + (f" ... ({len(others)} in all)" if len(others) > 20 else "")
         lines.append(f"  columns     {shown}")
     if d["rejected"]:
-        lines.append(f"  rejected    {d['rejected']} items" + (f" (listed in {d['rejected_csv']})"
-                                                              if d.get("rejected_csv") else ""))
+        lines.append(f"  rejected    {d['rejected']} item{'s' if d['rejected'] != 1 else ''}"
+                     + (":" if d.get("rejected_items") else ""))
+        lines += [f"    {ref}: {reason}" for ref, reason in d.get("rejected_items") or []]
     lines += [f"  note        {n}" for n in d["notes"]]
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------- the verbs
-def describe(path, on_error: str = "raise", rejected_dir: str | os.PathLike = ".") -> str:
+def describe(path, on_error: str = "raise") -> str:
     """The text ``galmo info`` prints for the source at ``path``. With ``on_error='skip'`` the bad
-    items (if any) are listed in ``rejected_dir/rejected.csv``, and the text says so."""
+    items (if any) are counted and listed in the text, one ``ref: reason`` line each (``info`` writes
+    no file)."""
     from galmo.sources import open_source
-    from galmo.sources.base import write_rejected
 
     src = open_source(path, on_error=on_error)
     d = summarise(src)
-    if src.rejected:
-        d["rejected_csv"] = str(write_rejected(src, rejected_dir))
+    d["rejected_items"] = src.rejected
     return summary_text(d)
 
 
-def show(path, out, n: int = 32, ids=None, ncols: int = 8, seed: int = 0, on_error: str = "raise") -> tuple[Path, int]:
+def show(path, out, n: int = 32, ids=None, ncols: int = 8, seed: int = 0, on_error: str = "raise",
+         log=print) -> tuple[Path, int]:
     """A montage PNG ``out`` of ``n`` seeded-random galaxies of the source (or of the galaxies
     ``ids``), titled with id and class; returns (PNG path, how many). With ``on_error='skip'`` the
-    bad items (if any) are listed in ``rejected.csv`` beside ``out``."""
+    bad items (if any) are listed in ``<stem>.rejected.csv`` beside ``out`` (``log`` says so)."""
     from galmo.plots import montage
     from galmo.sources import open_source
-    from galmo.sources.base import write_rejected
+    from galmo.sources.base import report_rejected
 
     src = open_source(path, on_error=on_error)
     cat = src.catalog
@@ -140,10 +142,11 @@ def show(path, out, n: int = 32, ids=None, ncols: int = 8, seed: int = 0, on_err
             raise GalmoError(f"n must be at least 1, got {n}")
         rng = np.random.default_rng(seed)
         pos = np.sort(rng.choice(len(cat), size=min(n, len(cat)), replace=False))
-    images = src.read(pos, kind="image")
+    pos, images = src.read_ok(pos, kind="image")  # with --on-error skip, undecodable ones are left out
+    if not len(pos):
+        raise GalmoError("none of the chosen galaxies could be read", path=path)
     png = montage(list(images), out, titles=[_title(cat.iloc[i]) for i in pos], ncols=ncols)
-    if src.rejected:
-        write_rejected(src, Path(out).parent)
+    report_rejected(src, out, "file", log)
     return png, len(pos)
 
 

@@ -21,13 +21,15 @@ Training is :func:`galmo.nn.train.fit` (the one loop) with the task
 :class:`galmo.nn.tasks.classify.SupervisedTask`; every prediction goes through :mod:`galmo.nn.infer`.
 
 ``on_error="skip"``: a galaxy whose image cannot be decoded is left out (of training, of the
-predictions) and listed in ``rejected.csv`` (in the run folder; beside the predictions file).
+predictions) and listed in ``rejected.csv`` in the run folder, or ``<stem>.rejected.csv`` beside the
+predictions file (:func:`galmo.sources.base.report_rejected`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,8 @@ from galmo.methods.supervised.config import MODELS, TARGETS, SupervisedConfig  #
 from galmo.nn import checkpoint as ckpt
 from galmo.nn.augment import AugmentConfig
 from galmo.nn.tasks.classify import SupervisedTask  # noqa: F401  (re-exported: it lived here)
-from galmo.sources import as_source, write_rejected
+from galmo.sources import as_source
+from galmo.sources.base import report_rejected
 
 SPLIT_FILE = "split.csv"
 TEST_IDS_FILE = "test_ids.csv"
@@ -71,9 +74,12 @@ def usable_rows(src, target: str) -> np.ndarray:
     return np.flatnonzero(ok)
 
 
-def split_rows(labels: np.ndarray | None, n: int, val_frac: float, test_frac: float, seed: int):
-    """Seeded (stratified when ``labels`` is given and every class has ≥ 3 members) train/val/test split
-    of positions 0..n-1. Returns three sorted int arrays."""
+def split_rows(labels: np.ndarray | None, n: int, val_frac: float, test_frac: float, seed: int,
+               where: str = "the source"):
+    """Seeded train/val/test split of positions 0..n-1; three sorted int arrays. Stratified by
+    ``labels`` when every class has ≥ 3 members and each part can hold one galaxy of every class;
+    otherwise (a small source: e.g. 64 galaxies in 10 classes leave 7 for validation) that part of the
+    split is random, unstratified, and a warning naming ``where`` says so."""
     from sklearn.model_selection import train_test_split
 
     if not 0 <= val_frac < 1 or not 0 <= test_frac < 1 or val_frac + test_frac >= 1:
@@ -83,13 +89,31 @@ def split_rows(labels: np.ndarray | None, n: int, val_frac: float, test_frac: fl
     if labels is not None:
         counts = np.bincount(labels)
         strat = labels if counts[counts > 0].min() >= 3 else None
+    s1 = _stratifiable(strat, pos, test_frac, "test", where)
     rest, test = (pos, pos[:0]) if test_frac == 0 else train_test_split(
-        pos, test_size=test_frac, random_state=seed, stratify=strat)
+        pos, test_size=test_frac, random_state=seed, stratify=s1)
     if val_frac == 0:
         return np.sort(rest), pos[:0], np.sort(test)
-    s2 = strat[rest] if strat is not None else None
+    s2 = _stratifiable(strat, rest, val_frac / (1 - test_frac), "validation", where)
     train, val = train_test_split(rest, test_size=val_frac / (1 - test_frac), random_state=seed + 1, stratify=s2)
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+def _stratifiable(strat: np.ndarray | None, pos: np.ndarray, frac: float, part: str, where: str):
+    """``strat[pos]`` when scikit-learn can split ``pos`` stratified with ``test_size=frac`` (each class ≥ 2
+    members, both parts ≥ the number of classes); else None, with a warning when ``strat`` was wanted."""
+    if strat is None or frac == 0:
+        return None
+    y = strat[pos]
+    counts = np.bincount(y)
+    k = int((counts > 0).sum())
+    n_part = math.ceil(frac * len(pos))
+    if counts[counts > 0].min() >= 2 and n_part >= k and len(pos) - n_part >= k:
+        return y
+    warnings.warn(f"{where}: {len(pos)} galaxies in {k} classes are too few for a stratified {part} split of "
+                  f"{n_part} (each part needs one galaxy of every class): that split is random, unstratified",
+                  stacklevel=3)
+    return None
 
 
 def read_images(src, rows: np.ndarray, kind: str = "image", chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +207,8 @@ def train_settings(cfg: SupervisedConfig):
     return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                        seed=cfg.seed, device=cfg.device, patience=cfg.patience, progress=cfg.progress,
                        stop_after_steps=cfg.stop_after_steps, monitor="val_loss", mode="min", ema=cfg.ema,
-                       precision=cfg.precision, channels_last=cfg.channels_last)
+                       precision=cfg.precision, channels_last=cfg.channels_last,
+                       checkpoint_every=cfg.checkpoint_every, checkpoint_minutes=cfg.checkpoint_minutes)
 
 
 def augment_settings(cfg: SupervisedConfig) -> AugmentConfig | None:
@@ -216,8 +241,7 @@ def run_train(cfg: SupervisedConfig, log=print, source=None) -> dict:
     if cfg.evaluate_at_end and len(te):
         result["test"] = evaluate(out, src, split="test", tta=cfg.tta, device=cfg.device, progress=cfg.progress,
                                   log=log)
-    if src.on_error == "skip":
-        write_rejected(src, out)
+    report_rejected(src, out, "dir", log)
     return result
 
 
@@ -258,7 +282,7 @@ def _split(data: _TrainingData, cfg: SupervisedConfig, out: Path):
     reuse = out if cfg.resume and (out / SPLIT_FILE).exists() else (Path(cfg.split_from) if cfg.split_from else None)
     if reuse is None:
         tr, va, te = split_rows(data.y if cfg.target == "class" else None, len(data.rows), cfg.val_frac,
-                                cfg.test_frac, cfg.seed)
+                                cfg.test_frac, cfg.seed, where=str(cfg.data or out))
         lab = np.empty(len(data.rows), dtype=object)
         lab[tr], lab[va], lab[te] = "train", "val", "test"
     else:

@@ -232,11 +232,9 @@ def run_cluster(cfg: ClusterConfig, src=None, log=print) -> dict:
     t0, timings = time.perf_counter(), {}
     pipe, res = _fit_and_assign(src, cfg, run_dir, timings)
     cat = src.catalog.iloc[res["rows"]].reset_index(drop=True)
-    if getattr(src, "rejected", None):
-        from galmo.sources import write_rejected
+    from galmo.sources.base import report_rejected
 
-        write_rejected(src, run_dir)
-        log(f"[cluster] skipped {len(src.rejected)} bad items (rejected.csv)")
+    report_rejected(src, run_dir, "dir", lambda m: log(f"[cluster] {m}"))
     metrics = _metrics(pipe, res, cat, cfg)
     if cfg.denoise:
         metrics.update(_denoiser_psnr(pipe.named_steps["denoise"], src, res["rows"], cfg.seed, log))
