@@ -122,6 +122,20 @@ def test_embeddings_parquet_roundtrip(tmp_path):
         read_embeddings(tmp_path / "bad.parquet")
 
 
+def test_duplicate_ids_in_an_embeddings_file_are_refused_by_every_reader(tmp_path, capsys):
+    from galmo.cli import main
+
+    X = np.random.default_rng(2).normal(size=(6, 4)).astype(np.float32)
+    p = write_embeddings(tmp_path / "dup.parquet", ["a", "b", "a", "c", "b", "a"], X)
+    with pytest.raises(GalmoError, match=r"dup\.parquet: 3 duplicate ids \(e\.g\. 'a'\)"):
+        read_embeddings(p)
+    for argv in (["similar", "--emb", str(p), "--id", "c"], ["outliers", "--emb", str(p), "--out", str(tmp_path / "o")],
+                 ["probe", "--emb", str(p), "--labels", "label", "--no-cnn"]):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.startswith(f"galmo: error: {p}: 3 duplicate ids (e.g. 'a')"), argv
+    assert not (tmp_path / "o").exists() and not (tmp_path / "dup.parquet.faiss").exists()
+
+
 # ---------------------------------------------------------------- outliers and probes
 def test_outlier_auroc_on_obvious_anomalies():
     from sklearn.metrics import roc_auc_score
@@ -135,6 +149,45 @@ def test_outlier_auroc_on_obvious_anomalies():
     assert roc_auc_score(anom, score) > 0.95
     assert roc_auc_score(anom, parts["isolation_forest"]) > 0.9 and roc_auc_score(anom, parts["lof"]) > 0.9
     assert 0 < score.min() and score.max() <= 1
+
+
+def test_outliers_score_sims_without_anomalies_and_evaluate_only_when_both_kinds_exist(tmp_path):
+    """Ordinary sims (is_anomaly all False) and sources without truth are scored; the AUROC only
+    when anomalous and normal galaxies are both flagged, the metrics saying why not otherwise."""
+    from sklearn.metrics import roc_auc_score
+
+    from galmo.cli import main
+    from galmo.methods.embeddings.outliers import injected_metrics
+    from galmo.sources import open_source
+
+    h5 = make_toy_h5(tmp_path / "plain.h5", n=30, size=16, anomalies=0.0)
+    src = open_source(h5)
+    assert not src.catalog["is_anomaly"].any()
+    im = src.read(slice(None))
+    X = im.reshape(30, 3, 4, 4, 4, 4).mean((3, 5)).reshape(30, -1)  # 4x4-pixel block means: 48-d
+    emb = write_embeddings(tmp_path / "e.parquet", src.catalog["id"], X, {"data": str(h5)})
+    for out in ("with_truth", "no_truth"):
+        if out == "no_truth":
+            (tmp_path / "plain.truth.parquet").unlink()  # no is_anomaly column at all
+        assert main(["outliers", "--emb", str(emb), "--out", str(tmp_path / out), "--top", "4"]) == 0
+        m = json.loads((tmp_path / out / "outliers_metrics.json").read_text())
+        ranked = pd.read_csv(tmp_path / out / "outliers.csv")
+        assert m["n"] == 30 and m["auroc_injected"] is None and len(ranked) == 30
+        assert (tmp_path / out / "top_outliers.png").stat().st_size > 1000
+        expected = np.sort(outlier_scores(read_embeddings(emb).X, seed=0))[::-1]
+        np.testing.assert_allclose(ranked["anomaly_score"], expected)  # scored exactly as with truth
+    assert m["auroc_note"] == "not evaluated: the catalog has no is_anomaly column"
+    m = json.loads((tmp_path / "with_truth" / "outliers_metrics.json").read_text())
+    assert m["n_anomalous"] == 0 and m["n_normal"] == 30
+    assert m["auroc_note"].startswith("not evaluated: no galaxy is flagged anomalous (is_anomaly)")
+    # both kinds: the AUROC over the flagged rows (a missing flag is left out, not counted as True)
+    scores = np.array([0.9, 0.8, 0.1, 0.2, 0.7, 0.3])
+    flags = [True, np.nan, False, False, True, None]
+    m = injected_metrics(scores, flags)
+    assert m["n_anomalous"] == 2 and m["n_normal"] == 2 and "auroc_note" not in m
+    assert m["auroc_injected"] == roc_auc_score([1, 0, 0, 1], [0.9, 0.1, 0.2, 0.7]) == 1.0
+    m = injected_metrics(scores, [True] * 6)
+    assert m["auroc_injected"] is None and "no galaxy is flagged normal" in m["auroc_note"]
 
 
 def test_probe_with_fraction():

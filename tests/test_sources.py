@@ -316,10 +316,12 @@ def test_fits_band_count_mismatch(tmp_path):
 def test_fits_different_sizes_are_resized_and_said(tmp_path):
     write_fits(tmp_path / "a.fits", galaxy_image(40))
     write_fits(tmp_path / "b.fits", galaxy_image(20))
-    with pytest.warns(UserWarning, match="1 of 2 images are not 40x40 pixels: resized"):
-        src = open_source(tmp_path)
-    assert src.read([0, 1]).shape == (2, 1, 40, 40)
+    with pytest.warns(UserWarning, match="mixed sizes 20–40 px: resized to the median 30 px"):
+        src = open_source(tmp_path)  # the median of the files, not the first file's 40 px
+    assert src.read([0, 1]).shape == (2, 1, 30, 30)
     assert list(src.catalog["orig_height"]) == [40, 20]
+    with pytest.warns(UserWarning, match="2 of 2 images are not 24x24 pixels: resized"):
+        assert open_source(tmp_path, size=24).shape == (1, 24, 24)  # the caller's size wins
     src = open_source(tmp_path, size=24, fit="crop")
     x = src.read([0, 1], kind="flux")
     assert x.shape == (2, 1, 24, 24)
@@ -484,3 +486,165 @@ def test_summary_text(tmp_path):
     text = summary_text(d)
     assert "galaxy10_h5" in text and "3 x 16 x 16" in text and "Round Smooth" in text
     json.dumps(d)  # JSON-ready
+
+
+# ======================================================== issue 11: declared sizes, mixed sizes, duplicate ids
+def header_only_fits(path, naxis=(100000, 100000), bitpix=-32):
+    """A FITS file that is a header alone, declaring ``naxis`` (NAXIS1, NAXIS2, ...) pixels."""
+    cards = ["SIMPLE  =                    T", f"BITPIX  = {bitpix:>20}", f"NAXIS   = {len(naxis):>20}"]
+    cards += [f"NAXIS{k + 1:<3}= {n:>20}" for k, n in enumerate(naxis)] + ["END"]
+    Path(path).write_bytes("".join(c.ljust(80) for c in cards).ljust(2880).encode("ascii"))
+    return path
+
+
+def header_only_png(path, width, height):
+    """A PNG whose IHDR declares ``width`` x ``height`` RGB pixels, with next to no image data."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 8))
+                           + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_fits_header_declaring_more_than_the_file_holds_is_refused_before_allocating(tmp_path, capsys):
+    import gzip
+
+    from galmo.cli import main
+
+    big = header_only_fits(tmp_path / "big.fits")  # 100000 x 100000 float32 = 40 GB declared, 2880 bytes
+    msg = "file is truncated: header declares 100000×100000 pixels (40.0 GB) but the file holds 2,880 bytes"
+    with pytest.raises(BadInput) as e:
+        open_source(big)
+    assert str(e.value) == f"{big}: {msg}"
+    assert main(["info", str(big)]) == 2
+    assert capsys.readouterr().err.strip() == f"galmo: error: {big}: {msg}"
+    gz = tmp_path / "big.fits.gz"  # compressed: counted by streaming, never held
+    gz.write_bytes(gzip.compress(big.read_bytes()))
+    with pytest.raises(BadInput, match=r"big\.fits\.gz: file is truncated: header declares 100000×100000 pixels"):
+        open_source(gz)
+    cube = header_only_fits(tmp_path / "cube.fits", naxis=(64, 64, 3), bitpix=16)
+    with pytest.raises(BadInput, match=r"header declares 3×64×64 pixels \(24\.6 kB\) but the file holds 2,880"):
+        open_source(cube)
+    # in a folder: the others are read, the liar is rejected with the same reason
+    (tmp_path / "folder").mkdir()
+    write_fits(tmp_path / "folder" / "good.fits", galaxy_image(16))
+    liar = shutil.copy(big, tmp_path / "folder" / "liar.fits")
+    src = open_source(tmp_path / "folder", on_error="skip")
+    assert list(src.catalog["id"]) == ["good"]
+    assert src.rejected == [(str(liar), msg)]
+
+
+def test_png_and_hdf5_images_larger_than_max_side_are_refused(tmp_path, capsys):
+    from galmo.cli import main
+    from galmo.sources.base import MAX_SIDE
+
+    bomb = header_only_png(tmp_path / "bomb.png", 100000, 100000)  # Pillow's decompression-bomb refusal
+    with pytest.raises(BadInput, match=r"bomb\.png: header declares 100000×100000 pixels \(120\.0 GB as float32 "
+                                       r"RGB\) but the file holds \d\d,?\d* bytes; galmo reads cutouts of at most "
+                                       r"20000 px"):
+        open_source(bomb)
+    assert main(["info", str(bomb)]) == 2
+    assert capsys.readouterr().err.startswith(f"galmo: error: {bomb}: header declares 100000×100000 pixels")
+    wide = header_only_png(tmp_path / "wide.png", MAX_SIDE + 1, 10)  # under Pillow's limit, over ours
+    with pytest.raises(BadInput, match=rf"wide\.png: header declares 10×{MAX_SIDE + 1} pixels"):
+        open_source(wide)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
+    src = open_source(tmp_path, on_error="skip")
+    assert list(src.catalog["id"]) == ["ok"] and sorted(Path(r).name for r, _ in src.rejected) == ["bomb.png",
+                                                                                                    "wide.png"]
+    h5 = tmp_path / "huge.h5"  # declared, never written: h5py allocates nothing, galmo must not either
+    with h5py.File(h5, "w") as f:
+        f.create_dataset("images", (2, 30000, 30000, 3), np.uint8)
+        f["ans"] = np.zeros(2, np.uint8)
+    assert h5.stat().st_size < 10_000
+    with pytest.raises(GalmoError, match=r"huge\.h5: dataset 'images' declares 30000×30000-pixel images "
+                                         r"\(10\.8 GB each as float32\); galmo reads cutouts of at most 20000"):
+        open_source(h5)
+
+
+def test_a_corrupt_hdf5_chunk_is_a_clear_error_for_its_rows(tmp_path):
+    p = tmp_path / "chunked.h5"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    with h5py.File(p, "w") as f:
+        f.create_dataset("images", data=images, chunks=(1, 16, 16, 3), compression="gzip")
+        f["ans"] = np.zeros(8, np.uint8)
+        info = f["images"].id.get_chunk_info(3)  # row 3's compressed chunk
+    raw = bytearray(p.read_bytes())
+    raw[info.byte_offset:info.byte_offset + info.size] = bytes(info.size)  # zeroed: inflate fails
+    p.write_bytes(bytes(raw))
+    src = open_source(p)
+    np.testing.assert_allclose(src.read([2])[0], images[2][..., ::-1].transpose(2, 0, 1) / 255, atol=1e-6)
+    with pytest.raises(BadInput, match=r"chunked\.h5: cannot read rows 3\.\.3 of dataset 'images'"):
+        src.read([3])
+    src = open_source(p, on_error="skip")
+    rows = [r.tolist() for r, _ in src.iter_batches(batch_size=4, progress=False)]
+    assert rows == [[0, 1, 2], [4, 5, 6, 7]]
+    assert [r for r, _ in src.rejected] == ["chunked.h5#3"]
+
+
+def test_mixed_size_png_folder_goes_to_the_median_size_read_from_headers(tmp_path, monkeypatch):
+    import warnings
+
+    from galmo.sources import folder
+    from galmo.sources.base import common_size
+
+    rng = np.random.default_rng(5)
+    sizes = {"a.png": 64, "b.png": 16, "c.png": 32}  # sorts first: the largest; the median is c's 32 px
+    arrays = {}
+    for name, s in sizes.items():
+        arrays[name] = rng.integers(0, 256, (s, s, 3), dtype=np.uint8)
+        Image.fromarray(arrays[name]).save(tmp_path / name)
+    decoded, real_read = [], folder.read_image
+    monkeypatch.setattr(folder, "read_image", lambda p, n: decoded.append(p) or real_read(p, n))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        src = open_source(tmp_path)
+        src.read([0, 1, 2])
+        src.read([0])
+    assert decoded == [str(tmp_path / n) for n in ("a.png", "b.png", "c.png", "a.png")]  # none while opening
+    said = [str(w.message) for w in caught if "mixed sizes" in str(w.message)]
+    assert said == [f"{tmp_path}: mixed sizes 16–64 px: resized to the median 32 px (2 of 3 images; "
+                    f"centre-crop to the aspect ratio, then bilinear)"]
+    assert src.shape == (3, 32, 32)
+    assert list(src.catalog["orig_height"]) == [64, 16, 32]
+    x = src.read([0, 1, 2])
+    np.testing.assert_allclose(x[2], arrays["c.png"][..., ::-1].transpose(2, 0, 1) / 255, atol=1e-6)  # untouched
+    np.testing.assert_allclose(x[0].mean(), arrays["a.png"].mean() / 255, atol=0.01)  # downsampled, same level
+    assert open_source(tmp_path, size=64).shape == (3, 64, 64)  # a caller's size (a model's input) wins
+    assert common_size([10, 21], [40, 40])[0] == (16, 40)  # median per axis, rounded half up
+
+
+@pytest.mark.parametrize("reader", ["catalog", "gz2", "hdf5", "truth"])
+def test_every_reader_refuses_duplicate_ids(tmp_path, reader):
+    if reader == "catalog":
+        for i in range(2):
+            write_fits(tmp_path / f"f{i}.fits", galaxy_image(16, i))
+        pd.DataFrame({"id": ["x", "x", "y"], "path": ["f0.fits", "f1.fits", "f0.fits"]}).to_csv(
+            tmp_path / "cat.csv", index=False)
+        path, msg = tmp_path / "cat.csv", r"cat\.csv: catalog has 1 duplicate ids \(e\.g\. 'x'\)"
+    elif reader == "gz2":
+        write_gz2(tmp_path, n=4)
+        csv = tmp_path / "training_solutions_rev1.csv"
+        df = pd.read_csv(csv)
+        df.loc[2, "GalaxyID"] = df.loc[0, "GalaxyID"]
+        df.to_csv(csv, index=False)
+        path = tmp_path
+        msg = rf"training_solutions_rev1\.csv: catalog has 1 duplicate ids \(e\.g\. '{df.GalaxyID[0]}'\)"
+    elif reader == "hdf5":
+        path = tmp_path / "g.h5"
+        write_galaxy10(path, n=6, size=8, id=np.array([b"a", b"b", b"a", b"c", b"b", b"d"]))
+        msg = r"g\.h5: dataset 'id' has 2 duplicate ids \(e\.g\. 'a'\)"
+    else:
+        path = tmp_path / "s.h5"
+        write_galaxy10(path, n=3, size=8, sim=True)
+        pd.DataFrame({"id": ["sim00000", "sim00000", "sim00001"], "z": [1.0, 2.0, 3.0]}).to_parquet(
+            tmp_path / "s.truth.parquet")
+        msg = r"s\.truth\.parquet: catalog has 1 duplicate ids \(e\.g\. 'sim00000'\)"
+    with pytest.raises(GalmoError, match=msg):
+        open_source(path)

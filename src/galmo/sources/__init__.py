@@ -18,6 +18,12 @@ folder of ``*.png`` / ``*.jpg`` (or of class sub-folders)  :mod:`~galmo.sources.
 catalog (``.parquet``/``.csv``/FITS table) with ``id``    FITS or PNG/JPEG reader, one file per row
 and ``path`` (or ``file``) columns
 ========================================================  ===========================================
+
+Every reader refuses duplicate ids (``catalog has 2 duplicate ids (e.g. 'x')``) and checks declared
+sizes before allocating: a FITS header declaring more data than its file holds, or an image (PNG,
+JPEG, HDF5) larger than :data:`~galmo.sources.base.MAX_SIDE` pixels per side, is an error naming the
+file. Per-file sources of mixed sizes are brought to one size: the caller's ``size``, else the
+median of the files' sizes (never the first file's).
 """
 
 from __future__ import annotations
@@ -46,8 +52,9 @@ def open_source(path, on_error: str = "raise", labels=None, kind_hint: str | Non
     ``on_error``: 'raise' (first bad item raises BadInput naming it) or 'skip' (bad items are left
     out and listed in ``src.rejected``). ``labels``: a CSV (``filename`` or ``id``, and ``label``)
     for FITS and PNG/JPEG folders. ``kind_hint``: force a format, one of :data:`FORMATS`.
-    ``size``: common (H, W) (or int) for per-file formats, default the first image's; ``fit``:
-    'resize' or 'crop' for images of another size. ``progress``: show a bar while checking files.
+    ``size``: the one (H, W) (or int) of per-file formats (e.g. a model's input size); default the
+    median height and width of the files (rounded; a mixed folder says so once); ``fit``: 'resize'
+    or 'crop' for images of another size. ``progress``: show a bar while checking files.
     """
     path = Path(path)
     if on_error not in ("raise", "skip"):

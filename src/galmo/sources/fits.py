@@ -9,8 +9,15 @@ DQ, PSF) are ignored.
 Kinds: ``'flux'`` = the raw values as float32, ``'image'`` = per-band arcsinh stretch to [0, 1]
 (:func:`galmo.core.transforms.asinh_stretch`). NaN/Inf pixels are counted (catalog column ``nan_frac``)
 and filled with the per-band median of the finite pixels (after the stretch for ``'image'``); an
-image without finite pixels is a :class:`~galmo.core.errors.BadInput`. Images of another size than the
-common ``size`` (default: the first image's) are resized (or centre-cropped, ``fit='crop'``).
+image without finite pixels is a :class:`~galmo.core.errors.BadInput`. All images come out at one
+size: the caller's ``size``, else the median height and width of the files (rounded), never the
+first file's; others are resized (or centre-cropped / zero-padded, ``fit='crop'``) and a mixed
+folder says so once (``mixed sizes 20–40 px: resized to the median 30 px ...``).
+
+Before any pixel is allocated, the headers' declared data (NAXISn × |BITPIX|/8 per HDU) is checked
+against the bytes the file holds: a header claiming 100000×100000 pixels in a 3 kB file is a
+BadInput (``header declares 100000×100000 pixels (40.0 GB) but the file holds 2,880 bytes``), not a
+37 GiB allocation.
 
 Every file is read once when the source is opened (FITS cutouts are small), so broken files,
 NaN-only images and ``nan_frac`` are known before any batch is read.
@@ -26,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from galmo.core.errors import BadInput, GalmoError
-from galmo.sources.base import FileSource, parse_size, thread_map
+from galmo.sources.base import FileSource, common_size, human_bytes, thread_map
 
 FITS_EXTS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
 _AUX_EXTNAME = re.compile(r"^(MASK|SEG|SEGM|SEGMAP|SEGMENTATION|WHT|WEIGHT|IVAR|INVVAR|ERR|ERROR|SIGMA|"
@@ -61,6 +68,7 @@ def read_fits_image(path) -> tuple[np.ndarray, tuple[str, ...]]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+                check_declared_size(hdul, path)
                 data, bands = _select_bands(hdul, path)
         truncated = [str(w.message) for w in caught if "truncated" in str(w.message).lower()]
         if truncated:
@@ -81,6 +89,63 @@ def read_fits_image(path) -> tuple[np.ndarray, tuple[str, ...]]:
     if empty:
         raise BadInput(f"band {', '.join(empty)} has no finite pixels", path=path)
     return data, bands
+
+
+def check_declared_size(hdul, path) -> None:
+    """BadInput when a header declares more data than the file holds, before any pixel is allocated
+    (a header claiming 100000×100000 pixels in a 3 kB file must not become a 37 GiB array).
+
+    Each HDU's data ends at its offset + NAXIS1 × ... × NAXISn × |BITPIX|/8 (padded to 2880 bytes;
+    a missing last padding block is left to astropy's own truncation check). Compressed (gzip) files
+    are counted by decompressing without keeping anything, only when they declare > 256 MB."""
+    from astropy.io import fits
+
+    ends = [(info["datLoc"] + info["datSpan"] - (_BLOCK - 1), k) for k, info in
+            ((k, hdul.fileinfo(k)) for k in range(len(hdul))) if info and info["datSpan"]]
+    if not ends:
+        return
+    need = max(e for e, _ in ends)
+    have = _bytes_present(path, need)
+    short = [k for e, k in ends if e > have]
+    if short:
+        k = short[0]
+        hdr = hdul[k].header
+        dims = [int(hdr.get(f"NAXIS{a}", 0)) for a in range(int(hdr.get("NAXIS", 0)), 0, -1)]
+        what = "×".join(map(str, dims)) + " pixels" if len(dims) >= 2 and hdul[k].is_image else \
+            f"a data block (HDU {k})"
+        size = hdul.fileinfo(k)["datSpan"]
+        if isinstance(hdul[k], fits.CompImageHDU):
+            what = f"a compressed {what.removesuffix(' pixels')}-pixel image"
+        elif what.endswith("pixels"):
+            size = int(np.prod(dims, dtype=np.float64)) * abs(int(hdr.get("BITPIX", 8))) // 8
+        raise BadInput(f"file is truncated: header declares {what} ({human_bytes(size)}) but the file holds "
+                       f"{have:,} bytes", path=path)
+
+
+_BLOCK = 2880  # FITS blocks: headers and data are padded to multiples of this
+_CHECK_COMPRESSED_ABOVE = 256 * 2**20
+
+
+def _bytes_present(path, need: int) -> int:
+    """The (uncompressed) bytes of ``path``, counted only as far as ``need``."""
+    import gzip
+    import os
+    import zlib
+
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    if not gz:
+        return os.path.getsize(path)
+    if need <= _CHECK_COMPRESSED_ABOVE:
+        return need  # small enough to let astropy find a short file itself
+    count = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while count < need and (chunk := f.read(1 << 22)):
+                count += len(chunk)
+    except (OSError, EOFError, zlib.error):
+        pass  # a truncated or corrupt stream: what was readable is what the file holds
+    return count
 
 
 def _select_bands(hdul, path) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -184,14 +249,14 @@ class FitsSource(FileSource):
         if not keep:
             raise GalmoError(f"none of the {len(files)} FITS files could be read "
                              f"(first problem: {self.rejected[0][1] if self.rejected else '?'})", path=path)
-        c, h, w, self.bands = infos[keep[0]][:4]
+        c, self.bands = infos[keep[0]][0], infos[keep[0]][3]
         keep = self._same_bands(files, infos, keep, c)
-        target = parse_size(size) or (h, w)
+        target, note = common_size([infos[i][1] for i in keep], [infos[i][2] for i in keep], size, fit)
         self._shape = (c, *target)
         self._set_catalog(base, keep, files, {"nan_frac": [infos[i][5] for i in keep],
                                               "orig_height": [infos[i][1] for i in keep],
                                               "orig_width": [infos[i][2] for i in keep]})
-        self._say_what_was_done(target)
+        self._say_what_was_done(note)
 
     def _scan(self, files: list[str], progress: bool) -> list:
         """Read every file once: (C, H, W, bands, ok, nan_frac) or None (rejected)."""
@@ -237,13 +302,9 @@ class FitsSource(FileSource):
             self.bands = named or self.bands
         return good
 
-    def _say_what_was_done(self, target) -> None:
-        other = int(((self.catalog["orig_height"] != target[0]) | (self.catalog["orig_width"] != target[1])).sum())
-        if other:
-            how = "resized (centre-crop to the aspect ratio, then bilinear)" if self.fit == "resize" else \
-                "centre-cropped / zero-padded"
-            self._note(f"{other} of {len(self.catalog)} images are not {target[0]}x{target[1]} pixels: {how} "
-                       f"to {target[0]}x{target[1]}")
+    def _say_what_was_done(self, size_note: str | None) -> None:
+        if size_note:
+            self._note(size_note)
         n_nan = int((self.catalog["nan_frac"] > 0).sum())
         if n_nan:
             self._note(f"{n_nan} images have NaN/Inf pixels (catalog column nan_frac); they are filled with "

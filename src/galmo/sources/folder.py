@@ -10,18 +10,29 @@ images itself but sub-folders that do, the sub-folder names (``train/spiral/001.
 label 'spiral'). String labels become indices into their sorted unique values.
 
 When the source is opened only the image headers are read (size and mode); a file that cannot be
-decoded later raises BadInput, or is skipped by ``iter_batches`` with ``on_error='skip'``.
+decoded later raises BadInput, or is skipped by ``iter_batches`` with ``on_error='skip'``. A header
+declaring more than :data:`MAX_SIDE` (20000) pixels per side, or tripping Pillow's
+decompression-bomb check, is a BadInput before anything is decoded.
+
+Sizes: every image comes out at ONE size, the caller's ``size`` (e.g. a model's input size) or, by
+default, the median height and width of the files (rounded; from the headers, no pixels read),
+never the size of whichever file sorts first. Images of another size are resized (centre-crop to
+the aspect ratio, then bilinear) or, with ``fit='crop'``, centre-cropped / zero-padded; a mixed
+folder says so once (``mixed sizes 100–400 px: resized to the median 256 px ...``). The catalog
+keeps each file's ``orig_height`` and ``orig_width``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from galmo.core.errors import BadInput, GalmoError
-from galmo.sources.base import FileSource, apply_label_csv, label_columns, parse_size, thread_map
+from galmo.sources.base import (MAX_SIDE, FileSource, apply_label_csv, common_size, human_bytes, label_columns,
+                               thread_map)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 _GREY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
@@ -39,16 +50,47 @@ def list_images(directory) -> list[Path]:
 
 
 def image_header(path) -> tuple[int, int, str]:
-    """(height, width, mode) of an image file without decoding it; BadInput if it is not one."""
+    """(height, width, mode) of an image file without decoding it; BadInput if it is not one, or if
+    its header declares more than :data:`MAX_SIDE` pixels per side (or trips Pillow's
+    decompression-bomb check)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return im.height, im.width, im.mode
+            h, w, mode = im.height, im.width, im.mode
     except FileNotFoundError as e:
         raise BadInput("file not found", path=path) from e
+    except Image.DecompressionBombError as e:
+        raise too_large(path, _declared_dims(path), str(e)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise BadInput(f"not a readable PNG/JPEG image ({type(e).__name__}: {e})", path=path) from e
+    if max(h, w) > MAX_SIDE:
+        raise too_large(path, (h, w))
+    return h, w, mode
+
+
+def too_large(path, dims, why: str = "") -> BadInput:
+    """The BadInput for an image whose header declares too many pixels to decode."""
+    have = os.path.getsize(path)
+    if dims is None:
+        return BadInput(f"header declares too many pixels ({why}) but the file holds {have:,} bytes", path=path)
+    h, w = dims
+    return BadInput(f"header declares {h}×{w} pixels ({human_bytes(h * w * 3 * 4)} as float32 RGB) but the file "
+                    f"holds {have:,} bytes; galmo reads cutouts of at most {MAX_SIDE} px per side "
+                    f"(crop or downsample it first)", path=path)
+
+
+def _declared_dims(path) -> tuple[int, int] | None:
+    """(height, width) from a PNG/JPEG header, bypassing Pillow's decompression-bomb refusal."""
+    from PIL import JpegImagePlugin, PngImagePlugin
+
+    for cls in (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile):
+        try:
+            with cls(str(path)) as im:
+                return im.height, im.width
+        except Exception:  # noqa: BLE001 - not this format
+            continue
+    return None
 
 
 def read_image(path, n_bands: int) -> np.ndarray:
@@ -57,6 +99,8 @@ def read_image(path, n_bands: int) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
+            if max(im.size) > MAX_SIDE:
+                raise too_large(path, (im.height, im.width))
             im.load()
             if n_bands == 3:
                 rgb = np.asarray(im.convert("RGB"))
@@ -70,6 +114,8 @@ def read_image(path, n_bands: int) -> np.ndarray:
             return a[None].astype(np.float32, copy=False)
     except FileNotFoundError as e:
         raise BadInput("file not found", path=path) from e
+    except Image.DecompressionBombError as e:
+        raise too_large(path, _declared_dims(path), str(e)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise BadInput(f"cannot decode image ({type(e).__name__}: {e})", path=path) from e
 
@@ -93,18 +139,14 @@ class ImageFolderSource(FileSource):
         if not keep:
             raise GalmoError(f"none of the {len(files)} images could be read "
                              f"(first problem: {self.rejected[0][1] if self.rejected else '?'})", path=path)
-        h, w, mode = heads[keep[0]]
+        mode = heads[keep[0]][2]
         self.bands = ("grey",) if mode in _GREY_MODES else self.colour_bands
-        target = parse_size(size) or (h, w)
+        target, note = common_size([heads[i][0] for i in keep], [heads[i][1] for i in keep], size, fit)
         self._shape = (len(self.bands), *target)
-        cat = self._set_catalog(base, keep, files, {"orig_height": [heads[i][0] for i in keep],
-                                                    "orig_width": [heads[i][1] for i in keep]})
-        other = int(((cat["orig_height"] != target[0]) | (cat["orig_width"] != target[1])).sum())
-        if other:
-            how = "resized (centre-crop to the aspect ratio, then bilinear)" if fit == "resize" else \
-                "centre-cropped / zero-padded"
-            self._note(f"{other} of {len(cat)} images are not {target[0]}x{target[1]} pixels: {how} "
-                       f"to {target[0]}x{target[1]}")
+        self._set_catalog(base, keep, files, {"orig_height": [heads[i][0] for i in keep],
+                                              "orig_width": [heads[i][1] for i in keep]})
+        if note:
+            self._note(note)
 
     def _default_ids(self, files: list[str]) -> pd.DataFrame:
         root = self.path if self.path.is_dir() else self.path.parent

@@ -7,7 +7,11 @@ file attributes ``bands`` and ``class_names``, and ``<stem>.truth.parquet`` besi
 is merged into the catalog on ``id``.
 
 Reading is lazy: rows are read in sorted contiguous slices, a batch at a time, so iterating the
-17,736-image Galaxy10 file needs memory for one batch only.
+17,736-image Galaxy10 file needs memory for one batch only. Images declared larger than
+:data:`~galmo.sources.base.MAX_SIDE` pixels per side are refused when the file is opened; rows
+that cannot be read (a corrupt or truncated chunk) raise a BadInput naming the rows and the
+dataset (``cannot read rows 3..3 of dataset 'images' (...)``), or are rejected with
+``on_error='skip'``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import pandas as pd
 
 from galmo.core.errors import BadInput, GalmoError
 from galmo.core.schema import GALAXY10_CLASSES
-from galmo.sources.base import Source
+from galmo.sources.base import MAX_SIDE, Source
 
 DEFAULT_BANDS = ("g", "r", "z")
 KNOWN_COLUMNS = ("ans", "ra", "dec", "redshift", "pxscale", "id")
@@ -100,6 +104,10 @@ class Galaxy10Source(Source):
             raise GalmoError(f"dataset 'images' has shape {ds.shape}, expected (N, H, W, 3)", path=self.path)
         if ds.dtype != np.uint8 and ds.dtype.kind != "f":
             raise GalmoError(f"dataset 'images' has dtype {ds.dtype}, expected uint8", path=self.path)
+        if max(ds.shape[1:3]) > MAX_SIDE:
+            raise GalmoError(f"dataset 'images' declares {ds.shape[1]}×{ds.shape[2]}-pixel images "
+                             f"({ds.shape[1] * ds.shape[2] * ds.shape[3] * 4 / 1e9:.1f} GB each as float32); "
+                             f"galmo reads cutouts of at most {MAX_SIDE} px per side", path=self.path)
         return ds.shape
 
     def _check_extra(self, f, key: str, n: int) -> bool:

@@ -53,3 +53,26 @@ def anomaly_auroc(scores: np.ndarray, is_anomaly: np.ndarray) -> float:
     if a.all() or not a.any():
         raise GalmoError("AUROC needs both anomalous and normal galaxies (is_anomaly column)")
     return float(roc_auc_score(a, scores))
+
+
+def injected_metrics(scores: np.ndarray, is_anomaly=None) -> dict:
+    """The evaluation part of the outlier metrics: ``auroc_injected`` when the galaxies are flagged
+    both ways (``is_anomaly`` True for some, False for others), else ``auroc_injected: None`` and
+    ``auroc_note`` saying why not. Scoring never needs the truth; only this evaluation does.
+
+    Rows whose flag is missing (NaN/None, e.g. ids without a truth row) are left out of the AUROC."""
+    if is_anomaly is None:
+        return {"auroc_injected": None, "auroc_note": "not evaluated: the catalog has no is_anomaly column"}
+    import pandas as pd
+
+    flags = pd.Series(np.asarray(is_anomaly, dtype=object))
+    known = flags.notna().to_numpy()
+    a = flags[known].astype(bool).to_numpy()
+    n_anom, n_norm = int(a.sum()), int((~a).sum())
+    out = {"n_anomalous": n_anom, "n_normal": n_norm}
+    if n_anom and n_norm:
+        return {**out, "auroc_injected": anomaly_auroc(np.asarray(scores)[known], a)}
+    which = "anomalous" if not n_anom else "normal"
+    return {**out, "auroc_injected": None,
+            "auroc_note": f"not evaluated: no galaxy is flagged {which} (is_anomaly); the AUROC needs both "
+                          f"anomalous and normal galaxies"}

@@ -107,7 +107,8 @@ def pretrain(src, out, cfg: PretrainConfig | None = None) -> dict:
         model.set_photometry_stats(tensors[1].numpy())
     train_set, val_set = _split(tensors, cfg.val_frac, cfg.seed)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device=cfg.device,
-                       progress=cfg.progress, weight_decay=0.05, warmup_frac=0.1)
+                       progress=cfg.progress, weight_decay=0.05, warmup_frac=0.1,
+                       checkpoint_every=cfg.checkpoint_every, checkpoint_minutes=cfg.checkpoint_minutes)
     extra = {"method": cfg.method, "config": cfg.to_dict(), "versions": library_versions(),
              "data": str(getattr(src, "path", "")), "n_images": len(tensors[0]), "task": "pretrain"}
     t0 = time.perf_counter()
@@ -118,15 +119,19 @@ def pretrain(src, out, cfg: PretrainConfig | None = None) -> dict:
     return summary
 
 
-def run_pretrain(cfg: PretrainConfig) -> dict:
-    """``galmo pretrain``: pretrain into ``cfg.out``, write pretrain_summary.json and the run's report."""
+def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
+    """``galmo pretrain``: pretrain into ``cfg.out``, write pretrain_summary.json and the run's report
+    (and ``rejected.csv`` when items were skipped, said through ``log``)."""
     from galmo.core.io import write_json
     from galmo.methods.embeddings.report import section
     from galmo.report import build_report
     from galmo.sources import as_source
+    from galmo.sources.base import report_rejected
 
     _require(cfg, "data", "out")
-    summary = pretrain(as_source(cfg.data, cfg.on_error), cfg.out, cfg)
+    src = as_source(cfg.data, cfg.on_error)
+    summary = pretrain(src, cfg.out, cfg)
+    report_rejected(src, cfg.out, "dir", log)
     write_json(Path(cfg.out) / "pretrain_summary.json", summary)
     section(cfg.out)
     build_report(cfg.out, title=f"galmo pretrain — {Path(cfg.out).name}")
@@ -154,8 +159,9 @@ def embed(encoder, src, batch_size: int = 128, device: str = "cpu", image_size=N
     return ids, X, meta
 
 
-def run_embed(cfg: EmbedConfig) -> dict:
-    """``galmo embed``: the embeddings .parquet (+ rejected.csv beside it when items were skipped)."""
+def run_embed(cfg: EmbedConfig, log=print) -> dict:
+    """``galmo embed``: the embeddings .parquet (+ ``<stem>.rejected.csv`` beside it when items were
+    skipped, said through ``log``)."""
     from galmo.methods.embeddings.store import write_embeddings
     from galmo.sources import as_source
 
@@ -166,10 +172,9 @@ def run_embed(cfg: EmbedConfig) -> dict:
     cat = src.catalog.set_index(src.catalog["id"].astype(str))
     extra = cat.loc[ids, [c for c in ("label", "label_name") if c in cat.columns]]
     write_embeddings(cfg.out, ids, X, meta, extra=extra)
-    if getattr(src, "rejected", None):
-        from galmo.sources.base import write_rejected
+    from galmo.sources.base import report_rejected
 
-        write_rejected(src, Path(cfg.out).parent)
+    report_rejected(src, cfg.out, "file", log)
     return {"path": cfg.out, "n": len(ids), "dim": int(X.shape[1]), "meta": meta}
 
 
@@ -211,15 +216,17 @@ def run_similar(cfg: SimilarConfig) -> dict:
     res = {"table": table, "index": index.method_, "reused": reused, "written": [], "note": None}
     if cfg.out:
         out = Path(cfg.out)
-        write_catalog(table, out, require_id=False)
-        res["written"].append(out)
-        try:
-            titles = [[f"{i}\n{s:.3f}" for i, s in zip(table["id"], table["similarity"])]]
+        titles = [[f"{i}\n{s:.3f}" for i, s in zip(table["id"], table["similarity"])]]
+        try:  # the montage first: a bad --data stops the verb before anything is written
             png = montage_rows(source_for(emb, cfg.data), [list(table["id"])], titles, out.with_suffix(".png"),
                                suptitle=f"neighbours of {cfg.id or cfg.image}")
             res["written"].append(png)
         except GalmoError as e:
-            res["note"] = f"no montage: {e}"
+            if cfg.data:  # the user named the source: its problem is the answer
+                raise
+            res["note"] = f"no montage: {e}"  # the source recorded in the embeddings is gone: the table alone
+        write_catalog(table, out, require_id=False)
+        res["written"].insert(0, out)
     return res
 
 
@@ -227,6 +234,10 @@ def _outlier_table(emb, score, parts, cat) -> pd.DataFrame:
     table = pd.DataFrame({"id": emb.ids, "anomaly_score": score, "score_isolation_forest": parts["isolation_forest"],
                           "score_lof": parts["lof"]}).sort_values("anomaly_score", ascending=False)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
+    missing = ~table["id"].isin(cat.index)
+    if missing.any():
+        raise GalmoError(f"{int(missing.sum())} ids of the embeddings are not in the source's catalog "
+                         f"(e.g. {table['id'][missing].iloc[0]!r}): give the --data they came from")
     for col in ("label_name", "is_anomaly", "anomaly_type"):
         if col in cat.columns:
             table[col] = cat.loc[table["id"], col].to_numpy()
@@ -234,11 +245,13 @@ def _outlier_table(emb, score, parts, cat) -> pd.DataFrame:
 
 
 def run_outliers(cfg: OutliersConfig) -> dict:
-    """``galmo outliers``: outliers.csv (ranked), top_outliers.png and outliers_metrics.json (with the
-    AUROC when the catalog flags injected anomalies) in ``out``. Returns {"table", "metrics", "written"}."""
+    """``galmo outliers``: outliers.csv (ranked), top_outliers.png and outliers_metrics.json in ``out``.
+    Scoring needs no truth; the metrics hold the AUROC when the catalog flags both injected anomalies
+    and normal galaxies (``is_anomaly``), else ``auroc_injected: null`` and ``auroc_note`` saying why.
+    Returns {"table", "metrics", "written"}."""
     from galmo.core.io import write_json
     from galmo.methods.embeddings.figures import montage_rows
-    from galmo.methods.embeddings.outliers import anomaly_auroc, outlier_scores
+    from galmo.methods.embeddings.outliers import injected_metrics, outlier_scores
     from galmo.methods.embeddings.store import read_embeddings
 
     _require(cfg, "emb", "out")
@@ -247,13 +260,11 @@ def run_outliers(cfg: OutliersConfig) -> dict:
     out = Path(cfg.out)
     src = source_for(emb, cfg.data)
     table = _outlier_table(emb, score, parts, src.catalog.assign(id=src.catalog["id"].astype(str)).set_index("id"))
-    metrics = {"n": len(table)}
-    if "is_anomaly" in table.columns:
-        metrics["auroc_injected"] = anomaly_auroc(table["anomaly_score"], table["is_anomaly"])
-    write_catalog(table, out / "outliers.csv", require_id=False)
-    top = table.head(cfg.top)
+    metrics = {"n": len(table), **injected_metrics(table["anomaly_score"], table.get("is_anomaly"))}
+    top = table.head(cfg.top)  # the montage first: unreadable images stop the verb before any table is written
     montage_rows(src, [list(top["id"])], [[f"#{r} {i}" for r, i in zip(top["rank"], top["id"])]],
                  out / "top_outliers.png", suptitle="top anomalies")
+    write_catalog(table, out / "outliers.csv", require_id=False)
     write_json(out / "outliers_metrics.json", metrics)
     return {"table": table, "metrics": metrics,
             "written": [out / "outliers.csv", out / "top_outliers.png", out / "outliers_metrics.json"]}

@@ -52,6 +52,8 @@ class Embeddings:
 
 
 def read_embeddings(path) -> Embeddings:
+    """The embeddings file at ``path``; GalmoError naming it when it is missing, not Parquet, lacks
+    ``id``/``emb_*`` columns, has duplicate ids or non-finite values."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -67,7 +69,12 @@ def read_embeddings(path) -> Embeddings:
     if "id" not in df.columns or not ecols:
         raise GalmoError("not an embeddings file: needs 'id' and emb_0..emb_{d-1} columns", path=path)
     ecols.sort(key=lambda c: int(c[4:]))
+    ids = df["id"].astype(str)
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise GalmoError(f"{len(dup)} duplicate ids (e.g. {dup.iloc[0]!r}); each galaxy must appear once "
+                         f"(re-run galmo embed on a source with unique ids)", path=path)
     X = df[ecols].to_numpy(np.float32)
     if not np.isfinite(X).all():
         raise GalmoError(f"{int((~np.isfinite(X)).any(1).sum())} embeddings contain NaN/Inf", path=path)
-    return Embeddings(df["id"].astype(str).to_numpy(), X, meta, df.drop(columns=ecols))
+    return Embeddings(ids.to_numpy(), X, meta, df.drop(columns=ecols))
