@@ -128,15 +128,19 @@ def test_train_stopped_with_sigterm_saves_then_resumes(sims, reference, tmp_path
     assert _log(out) == _log(reference)
 
 
-def test_pretrain_killed_with_sigkill_resumes_to_the_same_weights(sims, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_pretrain_killed_resumes_to_the_same_weights(sims, tmp_path, sig):
     ref = tmp_path / "ref"
     assert main(["pretrain", "--data", sims, "--out", str(ref), *PRETRAIN]) == 0
     out = tmp_path / "run"
     child = _start("pretrain", sims, out, PRETRAIN, sleep=0.0)  # a step takes ~0.3 s on its own
     _wait_for_checkpoint(child, out, past_step=1)
-    os.kill(child.pid, signal.SIGKILL)
-    child.communicate(timeout=60)  # closes its pipes
-    assert child.returncode == -signal.SIGKILL
+    os.kill(child.pid, sig)
+    _, err = child.communicate(timeout=60)  # closes its pipes
+    if sig == signal.SIGKILL:
+        assert child.returncode == -signal.SIGKILL
+    else:  # the step is finished and saved, then galmo says how to go on
+        assert child.returncode == 130 and "stopped by a signal" in err and "--resume" in err, err
     killed = read_progress(out)
     assert not killed["done"] and 2 <= killed["global_step"] < 10
     assert main(["pretrain", "--data", sims, "--out", str(out), *PRETRAIN, "--resume"]) == 0

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"galmo: error: {e}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:  # checkpoint saved (a signal or Ctrl-C during training)
-        print(f"galmo: interrupted: {e}; run again with --resume", file=sys.stderr)
+        print(f"galmo: interrupted: {e}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("galmo: interrupted", file=sys.stderr)

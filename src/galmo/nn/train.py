@@ -453,7 +453,7 @@ def _epoch_end_due(run: _Run) -> bool:
 def _stopped_message(run: _Run, epoch: int) -> str:
     why = "stopped by a signal" if run.interrupted else "stopped"
     return (f"{why} at epoch {epoch} step {run.state['step_in_epoch']}; checkpoint in {run.last_dir} "
-            "(resume to continue: it ends with the same weights as an uninterrupted run)")
+            "(run again with --resume: it ends with the same weights as an uninterrupted run)")
 
 
 def validate(task, model, val_set, batch_size: int, device) -> dict:
