@@ -169,9 +169,9 @@ def test_backbone_encode_goes_through_the_inference_loop_unchanged():
                           antialias=True)
         t = (t - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
         ref = np.concatenate([m(b.contiguous(memory_format=torch.channels_last)).numpy() for b in t.split(4)])
-    out = encode(m, x, size=(32, 48), batch_size=4, device="cpu")
+    out = encode(m, x, size=(32, 48), batch_size=4, device="cpu", backend="torch")  # ONNX: tests/test_onnx.py
     np.testing.assert_allclose(out, ref, atol=1e-6, rtol=1e-5)
-    batches = encode(m, iter([x[:3], x[3:]]), size=(32, 48), device="cpu")  # an iterator of batches
+    batches = encode(m, iter([x[:3], x[3:]]), size=(32, 48), device="cpu", backend="torch")  # an iterator of batches
     np.testing.assert_allclose(batches, ref, atol=1e-6, rtol=1e-5)
 
 

@@ -52,6 +52,12 @@ def run_config(path, out=None) -> int:
     return run_train(cfg.replace(out=str(out)) if out else cfg)
 
 
+def _set_backend(name: str) -> None:
+    from galmo.nn.infer import set_backend
+
+    set_backend(name)
+
+
 def cmd_predict(args) -> int:
     from galmo.core.catalog import write_catalog
     from galmo.methods.supervised.run import predict, triage, write_triage
@@ -59,6 +65,7 @@ def cmd_predict(args) -> int:
     from galmo.sources.base import report_rejected
 
     cfg = PredictConfig.from_args(args)
+    _set_backend(cfg.backend)
     src = as_source(cfg.data, cfg.on_error)
     preds = predict(list(cfg.run), src, tta=cfg.tta, batch_size=cfg.batch_size, device=cfg.device,
                     progress=cfg.progress)
@@ -78,6 +85,7 @@ def cmd_evaluate(args) -> int:
     from galmo.methods.supervised.run import evaluate
 
     cfg = EvaluateConfig.from_args(args)
+    _set_backend(cfg.backend)
     evaluate(list(cfg.run), cfg.data, split=cfg.split, tta=cfg.tta, device=cfg.device, out=cfg.out,
              batch_size=cfg.batch_size, progress=cfg.progress)
     return 0

@@ -223,6 +223,8 @@ HELP = {
     "tta": "average the predictions over N test-time transforms (8 = the dihedral group)",
     "run": "a run folder made by `galmo train`; several: an ensemble (probabilities averaged)",
     "checkpoint_every": "also save the resumable state every N optimizer steps (0: off)",
+    "backend": "inference engine: auto (ONNX Runtime on CPU, PyTorch on CUDA), torch or onnx (ONNX Runtime; "
+               "a model that does not export runs with PyTorch, with a warning)",
     "checkpoint_minutes": "save the resumable state at least every this many minutes (and at epoch ends)",
 }
 
@@ -249,3 +251,10 @@ def batch_size_option(default: int):
 
 def progress_option():
     return option(True, HELP["progress"])
+
+
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def backend_option():
+    return option("auto", HELP["backend"], choices=BACKENDS)

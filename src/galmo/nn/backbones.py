@@ -172,7 +172,7 @@ def pool_features(fm, pool: str = "avg"):
 
 
 def encode(model, images, size=None, batch_size: int = 128, device="cpu", progress: bool = False,
-           layer: int | None = None, pool: str = "avg") -> np.ndarray:
+           layer: int | None = None, pool: str = "avg", backend: str | None = None) -> np.ndarray:
     """Pooled features of ``images`` ((N, C, H, W) float in [0, 1], numpy or an iterator of batches).
 
     Through the one inference loop :func:`galmo.nn.infer.infer` (batched, ``torch.inference_mode``),
@@ -180,7 +180,9 @@ def encode(model, images, size=None, batch_size: int = 128, device="cpu", progre
     default: the backbone's native input size) and normalised with its mean/std. ``layer``: None for
     the backbone's final pooled features (``pool="avg"``) or its last feature map pooled with
     ``pool``; an int for the map after that block (:func:`intermediate`); a sequence of ints for
-    several maps, each pooled, side by side.
+    several maps, each pooled, side by side. ``backend``: that of :func:`galmo.nn.infer.infer`
+    (None: the process-wide one); the whole batch function is one module (:func:`_encoder_fn`), so
+    ONNX Runtime runs all of it.
     """
     import torch
 
@@ -190,29 +192,74 @@ def encode(model, images, size=None, batch_size: int = 128, device="cpu", progre
     dev = resolve_device(device) if isinstance(device, (str, type(None))) else device
     model = model.to(dev).eval().to(memory_format=torch.channels_last)
     fn = _encoder_fn(model, size, layer, pool, dev)
-    out = infer(fn, images, batch_size=batch_size, device=dev, progress=progress, desc="encode")
+    out = infer(fn, images, batch_size=batch_size, device=dev, progress=progress, desc="encode", backend=backend)
     return out if out.ndim == 2 else np.zeros((0, model.num_features), np.float32)
 
 
-def _encoder_fn(model, size, layer, pool, device):
-    """The batch function of :func:`encode`: RGB planes, resize, normalise, forward, pool."""
+def _resize_matrix(n_in: int, n_out: int, device=None):
+    """(n_out, n_in): the antialiased bilinear resize of one axis as a matrix (exactly the map
+    ``F.interpolate(..., antialias=True)`` applies, which is separable), for the ONNX export."""
     import torch
     import torch.nn.functional as F
 
+    eye = torch.eye(n_in, device=device).view(1, 1, n_in, n_in)
+    return F.interpolate(eye, size=(n_out, n_in), mode="bilinear", align_corners=False, antialias=True)[0, 0]
+
+
+def _encoder_fn(model, size, layer, pool, device):
+    """The batch function of :func:`encode` (:class:`EncoderHead`): RGB planes, resize, normalise,
+    forward, pool — one module, so that the whole per-batch computation is one ONNX graph."""
     cfg = data_config(model)
     size = size or cfg["input_size"][-1]
     hw = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
-    mean = torch.tensor(cfg["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1)
+    return _encoder_head_class()(model, hw, layer, pool, cfg["mean"], cfg["std"]).to(device)
 
-    def fn(x):
-        x = to_rgb(x)
-        if tuple(x.shape[-2:]) != hw:
-            x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
-        x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-        if layer is None and pool == "avg":
-            return model(x)
-        fm = model.forward_features(x) if layer is None else intermediate(model, x, layer)
-        return torch.cat([pool_features(m.float(), pool) for m in (fm if isinstance(fm, list) else [fm])], 1)
 
-    return fn
+_HEAD = None
+
+
+def _encoder_head_class():
+    """:class:`EncoderHead`, defined on first use (this module imports no torch at the top)."""
+    global _HEAD
+    if _HEAD is not None:
+        return _HEAD
+    import torch
+    import torch.nn.functional as F
+
+    class EncoderHead(torch.nn.Module):
+        """(N, C, H, W) in [0, 1] → pooled features of ``model``: to_rgb, resize to ``hw``, normalise, forward, pool.
+
+        Under ``torch.onnx.export`` the antialiased resize (no ONNX operator) is the same linear
+        map written as two matrix products (:func:`_resize_matrix`)."""
+
+        def __init__(self, model, hw, layer, pool, mean, std):
+            super().__init__()
+            self.model = model
+            self.hw = tuple(hw)
+            self.layer = None if layer is None else (int(layer) if np.isscalar(layer) else tuple(int(v) for v in layer))
+            self.pool = pool
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+        def extra_repr(self):
+            return f"hw={self.hw}, layer={self.layer}, pool={self.pool!r}"
+
+        def resize(self, x):
+            if tuple(x.shape[-2:]) == self.hw:
+                return x
+            if torch.onnx.is_in_onnx_export():
+                mh = _resize_matrix(int(x.shape[-2]), self.hw[0], x.device)
+                mw = _resize_matrix(int(x.shape[-1]), self.hw[1], x.device)
+                return torch.matmul(torch.matmul(mh, x), mw.t())
+            return F.interpolate(x, size=self.hw, mode="bilinear", align_corners=False, antialias=True)
+
+        def forward(self, x):
+            x = self.resize(to_rgb(x))
+            x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+            if self.layer is None and self.pool == "avg":
+                return self.model(x)
+            fm = self.model.forward_features(x) if self.layer is None else intermediate(self.model, x, self.layer)
+            return torch.cat([pool_features(m.float(), self.pool) for m in (fm if isinstance(fm, list) else [fm])], 1)
+
+    _HEAD = EncoderHead
+    return _HEAD

@@ -7,8 +7,13 @@ array, a tuple of arrays (``fn`` then takes one tensor per array) or an iterator
 (streamed from a source). ``infer_batches`` yields the output of each batch instead, for callers
 that keep only a reduction of it.
 
-Encoders, the denoiser, predictions (with TTA), embeddings and every evaluation call these; a backend
-(ONNX Runtime) plugs in here and nowhere else.
+Encoders, the denoiser, predictions (with TTA), embeddings and every evaluation call these.
+
+The backend (``backend=`` or the process-wide :func:`set_backend`, set from ``--backend``): ``auto``
+runs an ``nn.Module`` with ONNX Runtime on CPU and with PyTorch on CUDA; ``torch`` and ``onnx``
+force one. Only ``nn.Module`` callables with float inputs go to ONNX Runtime (exported once per
+weights and input shape, cached, checked against PyTorch: :mod:`galmo.nn.onnx_backend`); other
+callables (closures, bound methods) always run with PyTorch. ``torch`` never imports onnxruntime.
 """
 
 from __future__ import annotations
@@ -19,6 +24,37 @@ import numpy as np
 import torch
 
 from galmo.nn.device import resolve_device
+
+BACKENDS = ("auto", "torch", "onnx")
+_backend = "auto"
+
+
+def set_backend(name: str | None) -> str:
+    """Set the process-wide backend (``auto``, ``torch`` or ``onnx``; None: leave it); returns it."""
+    global _backend
+    if name is not None:
+        if name not in BACKENDS:
+            from galmo.core.errors import GalmoError
+
+            raise GalmoError(f"--backend {name!r}: choose one of {', '.join(BACKENDS)}")
+        _backend = name
+    return _backend
+
+
+def get_backend() -> str:
+    return _backend
+
+
+def resolve_backend(backend: str | None, device) -> str:
+    """``torch`` or ``onnx`` for a device (``auto``: ONNX Runtime on CPU, PyTorch elsewhere)."""
+    b = set_backend(None) if backend is None else backend
+    if b not in BACKENDS:
+        from galmo.core.errors import GalmoError
+
+        raise GalmoError(f"--backend {b!r}: choose one of {', '.join(BACKENDS)}")
+    if b == "auto":
+        return "onnx" if torch.device(device).type == "cpu" else "torch"
+    return b
 
 
 def _as_tuple(b) -> tuple:
@@ -43,11 +79,17 @@ def _to_device(a, device, dtype) -> torch.Tensor:
 
 
 def infer_batches(fn: Callable, X, *, batch_size: int = 256, device="cpu", progress: bool = False,
-                  desc: str = "inference", dtype=torch.float32, total: int | None = None) -> Iterator[np.ndarray]:
+                  desc: str = "inference", dtype=torch.float32, total: int | None = None,
+                  backend: str | None = None) -> Iterator[np.ndarray]:
     """Yield ``fn(batch)`` as float32 numpy, one batch at a time (see the module docstring)."""
     dev = resolve_device(device) if isinstance(device, (str, type(None))) else device
+    runner = None
     if isinstance(fn, torch.nn.Module):
         fn = fn.to(dev).eval()
+        if resolve_backend(backend, dev) == "onnx" and dtype in (None, torch.float32):
+            from galmo.nn.onnx_backend import OnnxRunner
+
+            runner = OnnxRunner(fn, dev)
     batches, n = _slices(X, batch_size)
     bar = None
     if progress:
@@ -57,24 +99,30 @@ def infer_batches(fn: Callable, X, *, batch_size: int = 256, device="cpu", progr
     try:
         with torch.inference_mode():
             for b in batches:
-                out = fn(*(_to_device(a, dev, dtype) for a in b))
+                y = None
+                if runner is not None:
+                    arrays = [_to_device(a, "cpu", dtype).numpy() for a in b]
+                    if all(a.dtype == np.float32 for a in arrays):
+                        y = runner.run(arrays)
+                if y is None:
+                    y = fn(*(_to_device(a, dev, dtype) for a in b)).float().cpu().numpy()
                 if bar is not None:
                     bar.update(len(b[0]))
-                yield out.float().cpu().numpy()
+                yield np.asarray(y, dtype=np.float32)
     finally:
         if bar is not None:
             bar.close()
 
 
 def infer(fn: Callable, X, *, batch_size: int = 256, device="cpu", progress: bool = False, desc: str = "inference",
-          dtype=torch.float32, total: int | None = None) -> np.ndarray:
+          dtype=torch.float32, total: int | None = None, backend: str | None = None) -> np.ndarray:
     """All outputs of ``fn`` over ``X`` as one float32 array (N, ...), allocated once when N is known."""
     batches, n = _slices(X, batch_size)
     out = None
     pos = 0
     parts = []
     for y in infer_batches(fn, X, batch_size=batch_size, device=device, progress=progress, desc=desc, dtype=dtype,
-                           total=total):
+                           total=total, backend=backend):
         if n is None:
             parts.append(y)
             continue

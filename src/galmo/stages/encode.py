@@ -45,7 +45,7 @@ class Encoder(TransformerMixin, BaseEstimator):
             from galmo.nn.backbones import encode
 
             self.n_features_ = int(encode(self.model_, np.zeros((1, 3, 32, 32), np.float32), size=self.size,
-                                          layer=self.layer, pool=self.pool).shape[1])
+                                          layer=self.layer, pool=self.pool, backend="torch").shape[1])
         return self
 
     def transform(self, X):

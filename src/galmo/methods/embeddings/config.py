@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from galmo.core.config import (HELP, Config, batch_size_option, data_option, device_option, on_error_option, option,
+from galmo.core.config import (HELP, Config, backend_option, batch_size_option, data_option, device_option, on_error_option, option,
                                progress_option, seed_option)
 
 # the patch transformer's sizes (galmo.nn.models.patch_transformer.SIZES; repeated here to keep torch out)
@@ -94,6 +94,7 @@ class EmbedConfig(Config):
     tokens: str = option("all", "patch transformers with photometry tokens: average all tokens, or the image "
                                 "tokens only (no photometry needed)", choices=("all", "image"))
     device: str = device_option()
+    backend: str = backend_option()
     batch_size: int = batch_size_option(128)
     on_error: str = on_error_option()
     progress: bool = progress_option()

@@ -166,6 +166,9 @@ def run_embed(cfg: EmbedConfig, log=print) -> dict:
     from galmo.sources import as_source
 
     _require(cfg, "data", "out")
+    from galmo.nn.infer import set_backend
+
+    set_backend(cfg.backend)
     src = as_source(cfg.data, cfg.on_error)
     ids, X, meta = embed(cfg.encoder, src, batch_size=cfg.batch_size, device=cfg.device, image_size=cfg.image_size,
                          progress=cfg.progress, weights=cfg.weights, tokens=cfg.tokens)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from galmo.core.config import (HELP, Config, batch_size_option, data_option, device_option, on_error_option,
+from galmo.core.config import (HELP, Config, backend_option, batch_size_option, data_option, device_option, on_error_option,
                                option, progress_option, seed_option)
 
 MODELS = ("rotinv", "simple_cnn", "timm_classifier")
@@ -89,6 +89,7 @@ class PredictConfig(Config):
     tta: int = option(1, TTA_HELP)
     batch_size: int = batch_size_option(256)
     device: str = device_option()
+    backend: str = backend_option()
     on_error: str = on_error_option()
     progress: bool = progress_option()
 
@@ -107,4 +108,5 @@ class EvaluateConfig(Config):
                              "(none: the run folder)")
     batch_size: int = batch_size_option(256)
     device: str = device_option()
+    backend: str = backend_option()
     progress: bool = progress_option()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from galmo.core.config import (HELP, Config, batch_size_option, data_option, device_option, on_error_option,
+from galmo.core.config import (HELP, Config, backend_option, batch_size_option, data_option, device_option, on_error_option,
                                option, progress_option, seed_option)
 from galmo.core.errors import GalmoError
 
@@ -93,6 +93,7 @@ class ClusterConfig(Config):
     report: bool = option(True, "write the report section and report.html", cli=False)
     batch_size: int = batch_size_option(512)
     device: str = device_option()
+    backend: str = backend_option()
     seed: int = seed_option()
     on_error: str = on_error_option()
     progress: bool = progress_option()

@@ -222,6 +222,9 @@ def run_cluster(cfg: ClusterConfig, src=None, log=print) -> dict:
     cfg.validate()
     if cfg.out is None:
         raise GalmoError("galmo cluster needs a run folder (--out)")
+    from galmo.nn.infer import set_backend
+
+    set_backend(cfg.backend)
     if src is None:
         if cfg.data is None:
             raise GalmoError("galmo cluster needs a source (--data)")
