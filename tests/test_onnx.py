@@ -119,3 +119,22 @@ def test_torch_backend_never_imports_onnxruntime():
             "print('onnxruntime' in sys.modules, 'galmo.nn.onnx_backend' in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert r.stdout.split()[-2:] == ["False", "False"]
+
+
+def test_the_export_cache_keeps_the_most_recently_used_files(tmp_path, monkeypatch):
+    import os
+
+    from galmo.nn import onnx_backend
+
+    files = []
+    for i in range(5):
+        f = tmp_path / f"m{i}.onnx"
+        f.write_bytes(b"x" * 100)
+        os.utime(f, (1000 + i, 1000 + i))  # m4 the most recent
+        files.append(f)
+    monkeypatch.setattr(onnx_backend, "MAX_CACHE_FILES", 2)
+    onnx_backend.prune_cache(tmp_path, keep=files[0])
+    assert sorted(f.name for f in tmp_path.glob("*.onnx")) == ["m0.onnx", "m3.onnx", "m4.onnx"]
+    monkeypatch.setattr(onnx_backend, "MAX_CACHE_BYTES", 150)
+    onnx_backend.prune_cache(tmp_path)
+    assert [f.name for f in tmp_path.glob("*.onnx")] == ["m4.onnx"]

@@ -29,29 +29,25 @@ BACKENDS = ("auto", "torch", "onnx")
 _backend = "auto"
 
 
+def _checked(name: str) -> str:
+    if name not in BACKENDS:
+        from galmo.core.errors import GalmoError
+
+        raise GalmoError(f"--backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    return name
+
+
 def set_backend(name: str | None) -> str:
     """Set the process-wide backend (``auto``, ``torch`` or ``onnx``; None: leave it); returns it."""
     global _backend
     if name is not None:
-        if name not in BACKENDS:
-            from galmo.core.errors import GalmoError
-
-            raise GalmoError(f"--backend {name!r}: choose one of {', '.join(BACKENDS)}")
-        _backend = name
-    return _backend
-
-
-def get_backend() -> str:
+        _backend = _checked(name)
     return _backend
 
 
 def resolve_backend(backend: str | None, device) -> str:
     """``torch`` or ``onnx`` for a device (``auto``: ONNX Runtime on CPU, PyTorch elsewhere)."""
-    b = set_backend(None) if backend is None else backend
-    if b not in BACKENDS:
-        from galmo.core.errors import GalmoError
-
-        raise GalmoError(f"--backend {b!r}: choose one of {', '.join(BACKENDS)}")
+    b = _backend if backend is None else _checked(backend)
     if b == "auto":
         return "onnx" if torch.device(device).type == "cpu" else "torch"
     return b
@@ -117,7 +113,7 @@ def infer_batches(fn: Callable, X, *, batch_size: int = 256, device="cpu", progr
 def infer(fn: Callable, X, *, batch_size: int = 256, device="cpu", progress: bool = False, desc: str = "inference",
           dtype=torch.float32, total: int | None = None, backend: str | None = None) -> np.ndarray:
     """All outputs of ``fn`` over ``X`` as one float32 array (N, ...), allocated once when N is known."""
-    batches, n = _slices(X, batch_size)
+    _, n = _slices(X, batch_size)  # the row count, when X is an array (the batches are made below)
     out = None
     pos = 0
     parts = []

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +27,13 @@ import torch
 RTOL = 1e-4
 OPSET = 18
 PROBE_ROWS = 8
+# Bounds: models trained and used once (a probe's CNN per fold, a denoiser) export files no later run
+# reuses; the least recently used files beyond these go, and at most MAX_SESSIONS stay loaded.
+MAX_CACHE_FILES = 64
+MAX_CACHE_BYTES = 2 << 30
+MAX_SESSIONS = 8
 stats = {"exports": 0}  # counted for the tests and benchmarks
-_sessions: dict = {}
+_sessions: OrderedDict = OrderedDict()
 _warned: set = set()
 
 
@@ -89,7 +96,25 @@ def session(path: Path, device=None):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         s = _sessions[key] = ort.InferenceSession(str(path), so, providers=providers)
+        os.utime(path)  # recently used: kept by prune_cache
+        while len(_sessions) > MAX_SESSIONS:
+            _sessions.popitem(last=False)
+    _sessions.move_to_end(key)
     return s
+
+
+def prune_cache(folder: Path, keep: Path | None = None) -> None:
+    """Delete the least recently used ``.onnx`` files (and stale ``.failed`` notes) of ``folder`` beyond
+    :data:`MAX_CACHE_FILES` files or :data:`MAX_CACHE_BYTES` bytes; ``keep`` is never deleted."""
+    files = sorted(folder.glob("*.onnx"), key=lambda f: f.stat().st_mtime, reverse=True)
+    total = 0
+    for i, f in enumerate(files):
+        total += f.stat().st_size
+        if f != keep and (i >= MAX_CACHE_FILES or total > MAX_CACHE_BYTES):
+            f.unlink(missing_ok=True)
+    notes = sorted(folder.glob("*.failed"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for f in notes[MAX_CACHE_FILES:]:
+        f.unlink(missing_ok=True)
 
 
 def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -141,6 +166,7 @@ class OnnxRunner:
             return self._fallback(key, failed.read_text().strip()[:300])
         if not path.exists():
             reason = self._export(arrays, path)
+            prune_cache(d, keep=path)
             if reason is not None:
                 from galmo.core.io import write_text
 
