@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from galmo.core.catalog import write_catalog
-from galmo.core.errors import BadInput, GalmoError
+from galmo.core.errors import GalmoError
 from galmo.core.io import read_json, write_json
 from galmo.core.schema import ANSWER_COLUMNS, QUESTION_SLICES, normalise_votes
 from galmo.methods.supervised.config import MODELS, TARGETS, SupervisedConfig  # noqa: F401
@@ -117,27 +117,17 @@ def _stratifiable(strat: np.ndarray | None, pos: np.ndarray, frac: float, part: 
 
 
 def read_images(src, rows: np.ndarray, kind: str = "image", chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, images): the images of catalog rows ``rows`` (float32 N×C×H×W) and the indices into
-    ``rows`` they belong to. With ``src.on_error == "skip"`` a galaxy whose image cannot be decoded
-    is left out and added to ``src.rejected``; otherwise it raises BadInput naming the file."""
+    """(kept, images): the images of catalog rows ``rows`` (float32 N×C×H×W, read ``chunk`` at a time)
+    and the indices into ``rows`` they belong to. With ``src.on_error == "skip"`` a galaxy whose image
+    cannot be decoded is left out and added to ``src.rejected`` (:meth:`Source.read_ok`); otherwise it
+    raises BadInput naming the file."""
     rows = np.asarray(rows, dtype=np.int64)
     kept, parts = [], []
     for s in range(0, len(rows), chunk):
-        idx = np.arange(s, min(len(rows), s + chunk))
-        try:
-            parts.append(src.read(rows[idx], kind=kind))
-            kept.append(idx)
-            continue
-        except BadInput:
-            if src.on_error != "skip":
-                raise
-        for i in idx:  # a bad item in this chunk: read it galaxy by galaxy
-            try:
-                parts.append(src.read(rows[i:i + 1], kind=kind))
-                kept.append(np.array([i]))
-            except BadInput as e:  # (assigned, not appended: ``rejected`` may be a read-only view)
-                src.rejected = src.rejected + [(e.path or str(src.catalog["id"].iat[rows[i]]),
-                                                str(e.args[0]).removeprefix(f"{e.path}: "))]
+        part = rows[s:s + chunk]
+        pos, images = src.read_ok(part, kind=kind)
+        kept.append(s + np.flatnonzero(np.isin(part, pos)))
+        parts.append(images)
     if not parts:
         return np.zeros(0, np.int64), np.zeros((0, *src.shape), np.float32)
     return np.concatenate(kept), np.concatenate(parts).astype(np.float32, copy=False)
