@@ -648,3 +648,22 @@ def test_every_reader_refuses_duplicate_ids(tmp_path, reader):
         msg = r"s\.truth\.parquet: catalog has 1 duplicate ids \(e\.g\. 'sim00000'\)"
     with pytest.raises(GalmoError, match=msg):
         open_source(path)
+
+
+def test_take_is_a_source_of_the_chosen_rows_and_skips_like_its_parent(tmp_path):
+    root = tmp_path / "imgs"
+    _png_folder(root, n=6)
+    good = (root / "gal_0.png").read_bytes()
+    (root / "bad.png").write_bytes(good[:len(good) // 2])  # the header reads, the pixels do not
+    src = open_source(root, on_error="skip")
+    bad = int(np.flatnonzero(src.catalog["ref"].astype(str).str.endswith("bad.png"))[0])
+    good = [i for i in range(len(src)) if i != bad]
+    rows = np.array([good[4], bad, good[0], good[2]])
+    sub = src.take(rows)
+    assert len(sub) == 4 and sub.shape == src.shape
+    assert sub.catalog["id"].tolist() == src.catalog["id"].iloc[rows].tolist()
+    np.testing.assert_array_equal(sub.read([0, 2]), src.read([good[4], good[0]]))
+    got = [(p, x) for p, x in sub.iter_batches(batch_size=3, progress=False)]
+    assert np.concatenate([p for p, _ in got]).tolist() == [0, 2, 3]  # the bad row left out
+    np.testing.assert_array_equal(np.concatenate([x for _, x in got]), src.read([good[4], good[0], good[2]]))
+    assert [Path(r).name for r, _ in sub.rejected] == ["bad.png"] == [Path(r).name for r, _ in src.rejected]

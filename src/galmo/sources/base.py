@@ -99,6 +99,10 @@ class Source(abc.ABC):
         _, images = self._read_rows(pos, kind, skip=False)
         return images
 
+    def take(self, rows) -> "Source":
+        """The catalog rows ``rows`` (positions) as a source of their own; nothing is read."""
+        return SubsetSource(self, rows)
+
     def read_ok(self, idx, kind: str = "image") -> tuple[np.ndarray, np.ndarray]:
         """(the row positions that could be read, their float32 images) of ``idx``: like :meth:`read`,
         except that with ``on_error='skip'`` a row that fails to decode is left out and added to
@@ -181,6 +185,26 @@ class Source(abc.ABC):
         if kind not in self.kinds:
             raise GalmoError(f"this {self.format} source has no kind {kind!r} (available: "
                              f"{', '.join(self.kinds)})", path=self.path)
+
+
+class SubsetSource(Source):
+    """Rows ``rows`` of another source as a source of its own (:meth:`Source.take`): same files, same
+    on_error, nothing read until asked; the bad items it meets are listed in both."""
+
+    def __init__(self, parent: Source, rows):
+        super().__init__(parent.path, on_error=parent.on_error)
+        self.format, self._parent = parent.format, parent
+        self._rows = parent._positions(rows)
+        self.catalog = parent.catalog.iloc[self._rows].reset_index(drop=True)
+        self.bands, self.class_names, self.kinds = parent.bands, parent.class_names, parent.kinds
+        self._shape, self.notes = parent.shape, parent.notes
+
+    def _read_rows(self, pos, kind, skip):
+        pos = np.asarray(pos, dtype=np.int64)
+        read, images = self._parent._read_rows(self._rows[pos], kind, skip)
+        for ref, reason in self._parent.rejected:
+            self._reject(ref, reason)
+        return pos[np.isin(self._rows[pos], read)], images
 
 
 # ===================================================================== sources of one file per image

@@ -489,7 +489,7 @@ def demo_section(run_dir, source, quick: bool = False) -> dict:
     out = str(Path(run_dir) / SUBFOLDER)
     if quick:
         n = min(len(source), 300)
-        sub = _Subset(source, np.sort(np.random.default_rng(0).choice(len(source), size=n, replace=False)))
+        sub = source.take(np.sort(np.random.default_rng(0).choice(len(source), size=n, replace=False)))
         cfg = ClusterConfig(out=out, k=(10,), image_size=(64,), denoise_epochs=2, denoise_max_train=300,
                             morph_per_group=1, progress=False)
         metrics = run_cluster(cfg, src=sub)
@@ -499,25 +499,3 @@ def demo_section(run_dir, source, quick: bool = False) -> dict:
         metrics = run_cluster(cfg, src=source)
     section(run_dir)
     return metrics
-
-
-class _Subset:
-    """Rows ``pos`` of a source, with the Source reading interface the run uses (``galmo.sources``
-    has no subset source)."""
-
-    def __init__(self, src, pos):
-        self._src, self._pos = src, np.asarray(pos)
-        self.catalog = src.catalog.iloc[self._pos].reset_index(drop=True)
-        self.path, self.bands, self.kinds = src.path, src.bands, src.kinds
-        self.class_names, self.rejected = src.class_names, []
-
-    def __len__(self):
-        return len(self._pos)
-
-    def read(self, idx, kind="image"):
-        return self._src.read(self._pos[np.asarray(idx)], kind=kind)
-
-    def iter_batches(self, batch_size=256, kind="image", progress=False):
-        for s in range(0, len(self._pos), batch_size):
-            idx = np.arange(s, min(s + batch_size, len(self._pos)))
-            yield idx, self.read(idx, kind)
