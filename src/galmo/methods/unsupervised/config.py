@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
-
 from galmo.core.config import (HELP, Config, backend_option, batch_size_option, data_option, device_option, on_error_option,
                                option, progress_option, seed_option)
 from galmo.core.errors import GalmoError
@@ -99,6 +97,8 @@ class ClusterConfig(Config):
     progress: bool = progress_option()
 
     def __post_init__(self):
+        import numpy as np
+
         if np.isscalar(self.k):
             self.k = (int(self.k),)
         if self.image_size is not None and np.isscalar(self.image_size):
@@ -135,6 +135,8 @@ class ClusterConfig(Config):
         """What the encoder really gets: the size of :meth:`encoding`, except that a non-square (h, w)
         — the shape meant for the unwrapped image — becomes, without the unwrap, the square with the
         same number of pixels (the image stays square instead of being stretched)."""
+        import numpy as np
+
         size = self.encoding()["size"]
         if not self.polar and size is not None and not np.isscalar(size) and size[0] != size[1]:
             return int(round(np.sqrt(size[0] * size[1])))
@@ -178,6 +180,8 @@ class ClusterConfig(Config):
 def parse_layer(layer):
     """``layer`` as the encoder takes it: None ("final"), one block number, or a sorted tuple of them
     (timm returns the maps in block order, once each)."""
+    import numpy as np
+
     parts = [str(p).strip() for p in (layer.strip("()[] ").split(",") if isinstance(layer, str) else
                                       ([layer] if np.isscalar(layer) else list(layer)))]
     if len(parts) == 1 and parts[0].lower() == "final":
