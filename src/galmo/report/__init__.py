@@ -58,11 +58,6 @@ def table_html(df, float_fmt: str = "{:.3g}", index: bool = False, max_rows: int
                                      border=0, classes="tbl", na_rep="–")
 
 
-def metrics_html(d: dict) -> str:
-    """A flat dict of metrics as a two-column table (the ``metrics`` macro)."""
-    return environment().from_string('{% import "macros.html.j2" as m %}{{ m.metrics(d) }}').render(d=d)
-
-
 def add_section(run_dir: str | os.PathLike, key: str, title: str, body_html: str = "",
                 figures: Iterable[str | os.PathLike] = (), captions: Iterable[str] | None = None) -> Path:
     run_dir = Path(run_dir)
