@@ -27,6 +27,18 @@ COMMAND_MODULES = [
 ]
 
 
+def add_verb(sub, name: str, help: str, config, func, *, out_kind: str | None = None, required=()):
+    """A verb whose flags are the fields of the dataclass ``config`` (:func:`galmo.core.config.add_options`);
+    ``func(args)`` runs it; ``out_kind`` ("dir" or "file") is what its ``--out`` names (checked before
+    any work). Returns the sub-parser, for verb-specific extras."""
+    from galmo.core.config import add_options
+
+    p = sub.add_parser(name, help=help)
+    add_options(p, config, required=required)
+    p.set_defaults(func=func, out_kind=out_kind)
+    return p
+
+
 def add_common(p: argparse.ArgumentParser, *, device: bool = False, on_error: bool = False,
                seed: bool = False, batch_size: int | None = None) -> None:
     """Options shared by many verbs, with the help of the shared vocabulary

@@ -7,12 +7,11 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from galmo.core.config import add_options
+    from galmo.cli import add_verb
     from galmo.methods.unsupervised.config import ClusterConfig
 
-    p = sub.add_parser("cluster", help="unsupervised morphology groups (eUML voting clustering)")
-    add_options(p, ClusterConfig, required=("data", "out"))
-    p.set_defaults(func=cmd_cluster, out_kind="dir")
+    add_verb(sub, "cluster", "unsupervised morphology groups (eUML voting clustering)", ClusterConfig, cmd_cluster,
+             out_kind="dir", required=("data", "out"))
 
 
 def cmd_cluster(args) -> int:

@@ -6,30 +6,22 @@ one library call (:mod:`galmo.methods.embeddings.run`) → a few printed lines.
 
 from __future__ import annotations
 
-from galmo.core.config import add_options
 from galmo.methods.embeddings.config import EmbedConfig, OutliersConfig, PretrainConfig, ProbeConfig, SimilarConfig
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pretrain", help="pretrain an AstroPT-like patch transformer on unlabelled images")
-    add_options(p, PretrainConfig, required=("data", "out"))
-    p.set_defaults(func=cmd_pretrain, out_kind="dir")
+    from galmo.cli import add_verb
 
-    p = sub.add_parser("embed", help="embed every galaxy of a source with any encoder")
-    add_options(p, EmbedConfig, required=("data", "out"))
-    p.set_defaults(func=cmd_embed, out_kind="file")
-
-    p = sub.add_parser("similar", help="nearest neighbours by cosine similarity (faiss); give --id or --image")
-    add_options(p, SimilarConfig, required=("emb",))
-    p.set_defaults(func=cmd_similar, out_kind="file")
-
-    p = sub.add_parser("outliers", help="anomaly score per galaxy (IsolationForest + LOF grid, rank-normalised)")
-    add_options(p, OutliersConfig, required=("emb", "out"))
-    p.set_defaults(func=cmd_outliers, out_kind="dir")
-
-    p = sub.add_parser("probe", help="linear probe with a fraction of the labels vs a CNN from scratch")
-    add_options(p, ProbeConfig, required=("emb",))
-    p.set_defaults(func=cmd_probe, out_kind="file")
+    add_verb(sub, "pretrain", "pretrain an AstroPT-like patch transformer on unlabelled images", PretrainConfig,
+             cmd_pretrain, out_kind="dir", required=("data", "out"))
+    add_verb(sub, "embed", "embed every galaxy of a source with any encoder", EmbedConfig, cmd_embed,
+             out_kind="file", required=("data", "out"))
+    add_verb(sub, "similar", "nearest neighbours by cosine similarity (faiss); give --id or --image", SimilarConfig,
+             cmd_similar, out_kind="file", required=("emb",))
+    add_verb(sub, "outliers", "anomaly score per galaxy (IsolationForest + LOF grid, rank-normalised)",
+             OutliersConfig, cmd_outliers, out_kind="dir", required=("emb", "out"))
+    add_verb(sub, "probe", "linear probe with a fraction of the labels vs a CNN from scratch", ProbeConfig, cmd_probe,
+             out_kind="file", required=("emb",))
 
 
 def _print_pretrained(out, s: dict) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from galmo.core.config import add_options
+    from galmo.cli import add_verb
     from galmo.simulate.config import SimulateConfig
 
-    p = sub.add_parser("simulate", help="render Galaxy10-like galaxies with GalSim into a Galaxy10-schema HDF5")
-    add_options(p, SimulateConfig, required=("n", "out"))
-    p.set_defaults(func=cmd_simulate, out_kind="file")
+    add_verb(sub, "simulate", "render Galaxy10-like galaxies with GalSim into a Galaxy10-schema HDF5", SimulateConfig,
+             cmd_simulate, out_kind="file", required=("n", "out"))
 
 
 def cmd_simulate(args) -> int:

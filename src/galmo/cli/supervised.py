@@ -9,28 +9,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from galmo.core.config import add_options
 from galmo.methods.supervised.config import EvaluateConfig, PredictConfig, SupervisedConfig
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a supervised morphology model (rotinv | simple_cnn | timm_classifier)")
-    add_options(p, SupervisedConfig, required=("data", "out"))
-    p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # testing the resume
-    p.set_defaults(func=cmd_train, out_kind="dir")
+    from galmo.cli import add_verb
 
-    p = sub.add_parser("predict", help="probabilities / vote fractions per galaxy, with TTA and triage")
-    add_options(p, PredictConfig, required=("run", "data", "out"))
+    p = add_verb(sub, "train", "train a supervised morphology model (rotinv | simple_cnn | timm_classifier)",
+                 SupervisedConfig, cmd_train, out_kind="dir", required=("data", "out"))
+    p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # testing the resume
+    p = add_verb(sub, "predict", "probabilities / vote fractions per galaxy, with TTA and triage", PredictConfig,
+                 cmd_predict, out_kind="file", required=("run", "data", "out"))
     g = p.add_mutually_exclusive_group()
     g.add_argument("--triage", type=float, default=None, metavar="COVERAGE",
                    help="auto-classify this fraction (most confident); list the rest for experts (default: none)")
     g.add_argument("--threshold", type=float, default=None,
                    help="auto-classify the galaxies with confidence ≥ this (default: none)")
-    p.set_defaults(func=cmd_predict, out_kind="file")
-
-    p = sub.add_parser("evaluate", help="top-1, balanced accuracy, P/R, confusion, coverage, calibration, RMSE")
-    add_options(p, EvaluateConfig, required=("run", "data"))
-    p.set_defaults(func=cmd_evaluate, out_kind="dir")
+    add_verb(sub, "evaluate", "top-1, balanced accuracy, P/R, confusion, coverage, calibration, RMSE", EvaluateConfig,
+             cmd_evaluate, out_kind="dir", required=("run", "data"))
 
 
 def run_train(cfg: SupervisedConfig) -> int:
