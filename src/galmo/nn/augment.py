@@ -32,6 +32,8 @@ class AugmentConfig:
     colour: float = 0.05         # sigma of the log of a per-band gain
     blur: float = 0.0            # max sigma (px) of an extra Gaussian blur, uniform in [0, blur]
     noise: float = 0.0           # max extra noise, in units of each band's own noise sigma
+    ops: int = 0                 # RandAugment-like policy: this many observing ops per image (0: off)
+    magnitude: float = 0.5       # the policy's strength in [0, 1] (each op's maximum, scaled)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +68,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, cfg: AugmentConfig | No
     """Augment a (N, C, H, W) float batch (any device); the random numbers are drawn on the CPU."""
     cfg = cfg or AugmentConfig()
     n, c, h, w = x.shape
-    sigma = _noise_sigma(x) if cfg.noise else None  # the observation's own noise, before any resampling or blur
+    sigma = _noise_sigma(x) if cfg.noise or cfg.ops else None  # the observation's own noise, before any resampling or blur
     geometric = cfg.rotate or cfg.translate or (cfg.zoom and cfg.zoom > 1) or cfg.flip
     if geometric:  # in fp32 even inside autocast: a bf16 sampling grid is off by up to ~1/4 px at 64 px
         with torch.autocast(x.device.type, enabled=False):
@@ -81,9 +83,49 @@ def augment(x: torch.Tensor, generator: torch.Generator, cfg: AugmentConfig | No
     if cfg.blur:
         x = _blur(x, torch.rand(n, generator=generator) * cfg.blur)
     if cfg.noise:
-        sigma = sigma * (torch.rand(n, 1, generator=generator) * cfg.noise).to(x.device)
-        x = x + torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype) * sigma[:, :, None, None]
+        x = _add_noise(x, sigma * (torch.rand(n, 1, generator=generator) * cfg.noise).to(x.device), generator)
+    if cfg.ops:
+        x = policy(x, generator, cfg.ops, cfg.magnitude, sigma)
     return x
+
+
+# The policy's operations and their maxima at magnitude 1: what changes between two observations of
+# a galaxy (seeing, depth, calibration), never its shape: no shear, no colour inversion, no solarise,
+# no posterise, no contrast curve (RandAugment's other ops change a galaxy's profile or colours).
+POLICY_MAX = {"blur": 1.5,    # σ of an extra Gaussian PSF, px
+              "noise": 2.0,   # extra noise σ, in units of each band's own noise σ
+              "gain": 0.3,    # σ of the log of a global gain
+              "colour": 0.1}  # σ of the log of a per-band gain
+
+
+def policy(x: torch.Tensor, generator: torch.Generator, ops: int, magnitude: float,
+           sigma: torch.Tensor | None = None) -> torch.Tensor:
+    """RandAugment-like (Cubuk et al. 2020) over morphology-preserving operations: each image gets
+    ``ops`` of the :data:`POLICY_MAX` operations, chosen at random, each with a strength uniform in
+    [0, ``magnitude`` × its maximum]. Applied after the geometric augmentation (rotation, flip, shift,
+    zoom: symmetries of the problem, always on). ``sigma``: each band's noise σ (N, C) measured before
+    any resampling (measured on ``x`` when not given)."""
+    n, c = x.shape[:2]
+    k = len(POLICY_MAX)
+    if not 0 < ops <= k or not 0.0 <= magnitude <= 1.0:
+        from galmo.core.errors import GalmoError
+
+        raise GalmoError(f"the augmentation policy takes 1–{k} ops and a magnitude in [0, 1] "
+                         f"(got {ops}, {magnitude})")
+    chosen = torch.rand(n, k, generator=generator).argsort(1)[:, :ops]
+    on = torch.zeros(n, k).scatter_(1, chosen, 1.0)  # (N, ops) → which ops each image gets
+    u = torch.rand(n, k, generator=generator) * magnitude * on * torch.tensor(list(POLICY_MAX.values()))
+    g = torch.randn(n, 1 + c, generator=generator)
+    sigma = _noise_sigma(x) if sigma is None else sigma
+    x = _blur(x, u[:, 0])
+    x = _add_noise(x, sigma * u[:, 1:2].to(x.device), generator)
+    gain = torch.exp(g[:, :1] * u[:, 2:3] + g[:, 1:] * u[:, 3:4]).to(device=x.device, dtype=x.dtype)
+    return x * gain[:, :, None, None]
+
+
+def _add_noise(x: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``x`` plus Gaussian noise of σ (N, C) per image and band."""
+    return x + torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype) * sigma[:, :, None, None]
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from galmo.core.config import (HELP, Config, backend_option, batch_size_option, data_option, device_option, on_error_option,
                                option, progress_option, seed_option)
 
-MODELS = ("rotinv", "simple_cnn", "timm_classifier")
+ASTROFORMERS = tuple(f"astroformer-{s}" for s in ("tiny", "small", "0", "1", "2", "3", "4", "5"))
+MODELS = ("rotinv", "simple_cnn", "timm_classifier", *ASTROFORMERS)
+# The regularisation recipe of Astroformer (Dagli 2023), what --recipe astroformer sets; a flag given
+# explicitly wins. Mixup 0.8, CutMix 1.0 (the timm/DeiT values the paper's training used), label
+# smoothing 0.1, dropout 0.1, stochastic depth 0.1, and the morphology-preserving augmentation policy.
+RECIPES = {"astroformer": {"mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1, "drop_rate": 0.1,
+                           "drop_path": 0.1, "policy_ops": 2}}
 TARGETS = ("class", "votes")  # = galmo.nn.tasks.classify.TARGETS (that module imports torch)
 PRECISIONS = ("fp32", "bf16", "fp16")
 RUN_HELP = "a run folder made by `galmo train`; several: an ensemble (probabilities averaged)"
@@ -33,8 +39,10 @@ class SupervisedConfig(Config):
 
     data: str = data_option()
     out: str = option(None, "run folder, e.g. runs/rotinv")
-    model: str = option("rotinv", "registered architecture: rotinv (the view-pooling network), simple_cnn or "
-                        "timm_classifier", choices=MODELS)
+    model: str = option("rotinv", "registered architecture: rotinv (the view-pooling network), simple_cnn, "
+                        "timm_classifier (any timm backbone) or astroformer-SIZE (the hybrid conv-transformer; "
+                        "tiny and small train on a laptop CPU, 0–5 are the published sizes)", choices=MODELS,
+                        metavar="MODEL")
     target: str = option("class", "Galaxy10 class or the 37 Galaxy Zoo vote fractions", choices=TARGETS)
     backbone: str | None = option(None, "timm model name; timm_classifier only (none: the offline "
                                   "tf_efficientnet_lite0)")
@@ -76,6 +84,31 @@ class SupervisedConfig(Config):
     channels_last: bool = option(False, "NHWC memory layout (faster convolutions)")
     zoom: float | None = option(None, "augmentation: log-uniform zoom in [1/Z, Z] (none: 1.3)")
     translate: float | None = option(None, "augmentation: max shift in pixels (none: 4)")
+    recipe: str | None = option(None, "a regularisation preset: astroformer = mixup 0.8, cutmix 1.0, label "
+                                "smoothing 0.1, dropout 0.1, stochastic depth 0.1, augmentation policy 2 ops; "
+                                "flags given explicitly win (none: no preset)", choices=tuple(RECIPES))
+    mixup: float | None = option(None, "mixup α: images and labels mixed by λ ~ Beta(α, α) (none: the recipe's, "
+                                 "else 0 = off)")
+    cutmix: float | None = option(None, "CutMix α: a box of another image pasted, labels mixed by its area "
+                                  "(none: the recipe's, else 0 = off)")
+    mix_prob: float = option(1.0, "probability that a batch is mixed when mixup or cutmix is on")
+    label_smoothing: float | None = option(None, "class target: label smoothing ε (none: the recipe's, else 0)")
+    drop_path: float | None = option(None, "stochastic depth rate, for models that have it (astroformer, most "
+                                     "timm backbones) (none: the recipe's, else 0)")
+    policy_ops: int | None = option(None, "augmentation policy (RandAugment-like, morphology-preserving): this "
+                                    "many of blur/noise/gain/colour per image (none: the recipe's, else 0 = off)")
+    policy_magnitude: float = option(0.5, "augmentation policy strength in [0, 1]")
+    warmup_frac: float = option(0.05, "fraction of the training steps spent warming the learning rate up "
+                                "(then cosine decay)")
+    train_frac: float = option(1.0, "train on this fraction of the training split (stratified; the val and test "
+                               "splits unchanged): data-efficiency studies")
+
+    def resolved(self, name: str):
+        """A recipe-aware setting: the explicit value, else the recipe's, else off."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        return RECIPES.get(self.recipe or "", {}).get(name, 0 if name != "drop_rate" else None)
 
 
 @dataclass

@@ -40,7 +40,7 @@ from galmo.core.catalog import write_catalog
 from galmo.core.errors import GalmoError
 from galmo.core.io import read_json, write_json
 from galmo.core.schema import ANSWER_COLUMNS, QUESTION_SLICES, normalise_votes
-from galmo.methods.supervised.config import MODELS, TARGETS, SupervisedConfig  # noqa: F401
+from galmo.methods.supervised.config import ASTROFORMERS, MODELS, TARGETS, SupervisedConfig  # noqa: F401
 from galmo.nn import checkpoint as ckpt
 from galmo.nn.augment import AugmentConfig
 from galmo.nn.tasks.classify import SupervisedTask  # noqa: F401  (re-exported: it lived here)
@@ -134,13 +134,17 @@ def read_images(src, rows: np.ndarray, kind: str = "image", chunk: int = 512) ->
 
 
 # ---------------------------------------------------------------------------------------- models
-def model_kwargs(model: str, *, target: str, n_classes: int, in_chans: int, image_size: int,
-                 backbone: str | None = None, weights: str | None = "auto", width: int | None = None,
-                 downsample: int | None = None, drop_rate: float | None = None) -> dict:
-    """Registry kwargs for ``model`` (``rotinv``, ``simple_cnn``, ``timm_classifier``)."""
+def model_kwargs(model: str, *, target: str, n_classes: int, in_chans: int, image_size, backbone: str | None = None,
+                 weights: str | None = "auto", width: int | None = None, downsample: int | None = None,
+                 drop_rate: float | None = None, drop_path: float = 0.0) -> dict:
+    """Registry kwargs for ``model`` (``rotinv``, ``simple_cnn``, ``timm_classifier``, ``astroformer-*``);
+    ``image_size``: H or (H, W); ``drop_path``: stochastic depth, for the models that have it."""
     n_out = len(ANSWER_COLUMNS) if target == "votes" else n_classes
+    size = tuple(image_size) if isinstance(image_size, (tuple, list)) else (int(image_size),) * 2
+    if drop_path and model in ("rotinv", "simple_cnn"):
+        raise GalmoError(f"--drop-path: the {model} model has no stochastic depth (astroformer and timm models do)")
     if model == "rotinv":
-        kw = dict(in_chans=in_chans, num_outputs=n_out, image_size=image_size, width=width or 32,
+        kw = dict(in_chans=in_chans, num_outputs=n_out, image_size=size[0], width=width or 32,
                   downsample=2 if downsample is None else downsample)
     elif model == "simple_cnn":
         kw = dict(in_chans=in_chans, num_outputs=n_out, width=width or 32)
@@ -151,8 +155,12 @@ def model_kwargs(model: str, *, target: str, n_classes: int, in_chans: int, imag
         if weights == "auto":
             weights = "offline" if backbone in OFFLINE_PACKAGES else None
         kw = dict(backbone=backbone, num_outputs=n_out, in_chans=in_chans, weights=weights)
+    elif model in ASTROFORMERS:
+        kw = dict(num_outputs=n_out, in_chans=in_chans, image_size=list(size))
     else:
         raise GalmoError(f"--model must be one of {', '.join(MODELS)} (got {model!r})")
+    if drop_path:
+        kw["drop_path_rate"] = float(drop_path)
     if drop_rate is not None:
         kw["drop_rate"] = drop_rate
     return kw
@@ -197,20 +205,32 @@ def train_settings(cfg: SupervisedConfig):
     return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                        seed=cfg.seed, device=cfg.device, patience=cfg.patience, progress=cfg.progress,
                        stop_after_steps=cfg.stop_after_steps, monitor="val_loss", mode="min", ema=cfg.ema,
-                       precision=cfg.precision, channels_last=cfg.channels_last,
+                       precision=cfg.precision, channels_last=cfg.channels_last, warmup_frac=cfg.warmup_frac,
                        checkpoint_every=cfg.checkpoint_every, checkpoint_minutes=cfg.checkpoint_minutes)
 
 
 def augment_settings(cfg: SupervisedConfig) -> AugmentConfig | None:
-    """The training augmentation (None with ``augment=False``): the defaults, ``zoom``/``translate`` set."""
+    """The training augmentation (None with ``augment=False``): the defaults, ``zoom``/``translate`` and
+    the policy (``policy_ops``, ``policy_magnitude``) set."""
     if not cfg.augment:
         return None
-    aug = AugmentConfig()
+    aug = AugmentConfig(ops=int(cfg.resolved("policy_ops")), magnitude=cfg.policy_magnitude)
     if cfg.zoom is not None:
         aug.zoom = cfg.zoom
     if cfg.translate is not None:
         aug.translate = cfg.translate
     return aug
+
+
+def mix_settings(cfg: SupervisedConfig):
+    """Mixup / CutMix / label smoothing (a :class:`galmo.nn.mix.MixConfig`), None when all are off."""
+    from galmo.nn.mix import MixConfig
+
+    mix = MixConfig(mixup=float(cfg.resolved("mixup")), cutmix=float(cfg.resolved("cutmix")), prob=cfg.mix_prob,
+                    label_smoothing=float(cfg.resolved("label_smoothing")))
+    if mix.label_smoothing and cfg.target != "class":
+        raise GalmoError("--label-smoothing applies to the class target (vote fractions are soft already)")
+    return mix if mix.mixing or mix.label_smoothing else None
 
 
 def run_train(cfg: SupervisedConfig, log=print, source=None) -> dict:
@@ -280,10 +300,28 @@ def _split(data: _TrainingData, cfg: SupervisedConfig, out: Path):
         tr, va, te = (np.flatnonzero(lab == s) for s in ("train", "val", "test"))
         if reuse == out:
             return tr, va, te
+    if cfg.train_frac < 1:
+        tr = _train_subset(data, cfg, tr, lab)
     out.mkdir(parents=True, exist_ok=True)
     write_catalog(pd.DataFrame({"id": data.ids, "split": lab}), out / SPLIT_FILE)
     write_catalog(pd.DataFrame({"id": data.ids[te]}), out / TEST_IDS_FILE)
     return tr, va, te
+
+
+def _train_subset(data: _TrainingData, cfg: SupervisedConfig, tr: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """``train_frac`` of the training positions (stratified by class where it can be, seeded); the
+    others are labelled ``unused`` in ``lab`` (split.csv): never trained on, never tested on."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < cfg.train_frac <= 1:
+        raise GalmoError(f"--train-frac must be in (0, 1] (got {cfg.train_frac})")
+    n_keep = max(1, round(cfg.train_frac * len(tr)))
+    if n_keep >= len(tr):
+        return tr
+    strat = _stratifiable(data.y if cfg.target == "class" else None, tr, 1 - n_keep / len(tr), "training subset", str(cfg.data or cfg.out))
+    keep, _ = train_test_split(tr, train_size=n_keep, random_state=cfg.seed + 2, stratify=strat)
+    lab[np.setdiff1d(tr, keep)] = "unused"
+    return np.sort(keep)
 
 
 def _saved_split(run: Path, ids: np.ndarray, what: str) -> np.ndarray:
@@ -330,16 +368,18 @@ def _fit(cfg: SupervisedConfig, src, data: _TrainingData, train_set, val_set, ou
 
     c, h, w = src.shape
     weights = None if cfg.weights in (None, "none") else cfg.weights
-    kw = model_kwargs(cfg.model, target=cfg.target, n_classes=data.n_classes, in_chans=c, image_size=h,
+    kw = model_kwargs(cfg.model, target=cfg.target, n_classes=data.n_classes, in_chans=c, image_size=(h, w),
                       backbone=cfg.backbone, weights=weights, width=cfg.width, downsample=cfg.downsample,
-                      drop_rate=cfg.drop_rate)
+                      drop_rate=cfg.resolved("drop_rate"), drop_path=cfg.resolved("drop_path"))
     net = _build_model(cfg, kw)
-    aug = augment_settings(cfg)
+    aug, mix = augment_settings(cfg), mix_settings(cfg)
     sup = {"target": cfg.target, "class_names": data.class_names, "n_classes": data.n_classes, "kind": cfg.kind,
            "source": str(src.path), "val_frac": cfg.val_frac, "test_frac": cfg.test_frac, "seed": cfg.seed,
-           "augment": aug.to_dict() if aug else None, "model": cfg.model, "shape": [c, h, w]}
+           "augment": aug.to_dict() if aug else None, "mix": mix.to_dict() if mix else None, "model": cfg.model,
+           "shape": [c, h, w]}
     saved = cfg.replace(data=str(src.path), out=str(out), resume=False, stop_after_steps=None)
-    return fit(net, train_set, val_set, SupervisedTask(cfg.target, aug), train_settings(cfg), out,
+    task = SupervisedTask(cfg.target, aug, mix, n_classes=data.n_classes)
+    return fit(net, train_set, val_set, task, train_settings(cfg), out,
                model_name=cfg.model, model_kwargs=kw, resume=cfg.resume, extra_config={"supervised": sup},
                on_epoch_end=lambda m: log(_epoch_line(m)), config=saved)
 

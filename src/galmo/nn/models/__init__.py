@@ -17,6 +17,7 @@ FAMILIES = [
     "galmo.nn.models.autoencoder",
     "galmo.nn.models.cnn",
     "galmo.nn.models.rotinv",
+    "galmo.nn.models.astroformer",
 ]
 _REGISTRY: dict[str, Callable] = {}
 _loaded = False

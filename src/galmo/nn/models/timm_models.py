@@ -11,11 +11,12 @@ class TimmClassifier(nn.Module):
     """A timm backbone (offline EfficientNet-Lite0 weights by default) plus a linear head."""
 
     def __init__(self, backbone: str = "tf_efficientnet_lite0", num_outputs: int = 10, in_chans: int = 3,
-                 weights: str | None = "offline", drop_rate: float = 0.2):
+                 weights: str | None = "offline", drop_rate: float = 0.2, drop_path_rate: float = 0.0):
         super().__init__()
         from galmo.nn.backbones import create_backbone
 
-        self.backbone = create_backbone(backbone, weights=weights, num_classes=0, in_chans=in_chans)
+        extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}  # stochastic depth, timm's own
+        self.backbone = create_backbone(backbone, weights=weights, num_classes=0, in_chans=in_chans, **extra)
         self.head = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(self.backbone.num_features, num_outputs))
         self.num_features = self.backbone.num_features
 

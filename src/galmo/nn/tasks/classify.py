@@ -3,7 +3,9 @@
 A batch is (images, labels) with cross-entropy, or (images, cumulative vote fractions) with the MSE
 of the tree-normalised outputs (:func:`galmo.core.schema.normalise_votes`); training images are
 augmented with :func:`galmo.nn.augment.augment` when an :class:`~galmo.nn.augment.AugmentConfig`
-is given.
+is given, then mixed (mixup / CutMix, labels by the same λ) and labels smoothed when a
+:class:`~galmo.nn.mix.MixConfig` is given (:func:`galmo.nn.mix.mix_batch`; the loss is then the
+soft-target cross-entropy). Validation always scores the plain cross-entropy of the true labels.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ TARGETS = ("class", "votes")
 class SupervisedTask:
     """What a batch means for :func:`galmo.nn.train.fit`: (images, labels) or (images, vote fractions)."""
 
-    def __init__(self, target: str = "class", augment_cfg=None):
+    def __init__(self, target: str = "class", augment_cfg=None, mix_cfg=None, n_classes: int | None = None):
         if target not in TARGETS:
             raise GalmoError(f"--target must be one of {', '.join(TARGETS)} (got {target!r})")
+        if target == "class" and mix_cfg is not None and not n_classes:
+            raise GalmoError("mixing class labels needs the number of classes")
         self.target = target
         self.augment_cfg = augment_cfg
+        self.mix_cfg = mix_cfg if mix_cfg is not None and (mix_cfg.mixing or mix_cfg.label_smoothing) else None
+        self.n_classes = n_classes
 
     def loss(self, model, batch, generator):
         import torch.nn.functional as F
@@ -33,6 +39,12 @@ class SupervisedTask:
         x, y = batch
         if self.augment_cfg is not None:
             x = augment(x, generator, self.augment_cfg)
+        if self.mix_cfg is not None:
+            from galmo.nn.mix import mix_batch, soft_cross_entropy
+
+            x, y, _ = mix_batch(x, y, generator, self.mix_cfg, self.n_classes if self.target == "class" else None)
+            if self.target == "class":
+                return soft_cross_entropy(model(x), y), {}
         out = model(x)
         if self.target == "class":
             return F.cross_entropy(out, y), {}
