@@ -224,3 +224,54 @@ def test_astroformer_one_epoch_saves_and_resumes_through_the_shared_loop(tmp_pat
     p = predict(tmp_path / "a", src)  # through the inference loop (ONNX Runtime on a CPU)
     probs = p[[c for c in p.columns if c.startswith("prob_")]].to_numpy()
     assert probs.shape[0] == 96 and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def _documented_galaxy10_command() -> list[str]:
+    import shlex
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "supervised.md").read_text()
+    line = next(ln for ln in doc.splitlines() if ln.startswith("galmo train --data Galaxy10_DECals.h5"))
+    return shlex.split(line)[1:]
+
+
+def _tiny_galaxy10_decals(path, n=24, side=96, seed=0):
+    """A file in the Galaxy10 DECals schema (astroNN): images (N, H, W, 3) uint8 (256² in the real file;
+    96² here to keep the test fast), ans uint8, ra, dec, redshift, pxscale."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:side, :side] - side / 2
+    ans = (np.arange(n) % 10).astype(np.uint8)
+    imgs = np.empty((n, side, side, 3), np.uint8)
+    for i, c in enumerate(ans):
+        r = np.hypot(xx, yy * (1 + 0.3 * (c % 3)))
+        imgs[i] = np.clip(255 * np.exp(-r / (8 + c))[..., None] + rng.normal(8, 3, (side, side, 3)), 0, 255)
+    with h5py.File(path, "w") as f:
+        f["images"], f["ans"] = imgs, ans
+        for k, v in (("ra", rng.uniform(0, 360, n)), ("dec", rng.uniform(-10, 30, n)),
+                     ("redshift", rng.uniform(0.01, 0.2, n)), ("pxscale", np.full(n, 0.262))):
+            f[k] = v.astype(np.float64)
+    return path
+
+
+def test_the_documented_galaxy10_command_runs_on_a_tiny_file_of_that_schema(tmp_path):
+    """The docs' Galaxy10 DECals command, with a tiny model, one epoch and the CPU in place of the GPU."""
+    import json
+
+    from galmo.cli import main
+
+    argv = _documented_galaxy10_command()
+    assert argv[:3] == ["train", "--data", "Galaxy10_DECals.h5"]
+    over = {"--data": str(_tiny_galaxy10_decals(tmp_path / "Galaxy10_DECals.h5")), "--out": str(tmp_path / "run"),
+            "--model": "astroformer-tiny", "--epochs": "1", "--batch-size": "8", "--device": "cpu",
+            "--precision": "fp32"}
+    for k, v in over.items():
+        argv[argv.index(k) + 1] = v
+    assert main(argv + ["--no-progress"]) == 0
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["config"]["recipe"] == "astroformer" and cfg["config"]["lr"] == 2e-5
+    assert cfg["supervised"]["shape"] == [3, 96, 96] and cfg["model"]["kwargs"]["image_size"] == [96, 96]
+    assert cfg["supervised"]["mix"]["mixup"] == 0.8 and cfg["supervised"]["augment"]["ops"] == 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert metrics["n"] == 3 and 0.0 <= metrics["top1"] <= 1.0  # 10 % of 24 galaxies

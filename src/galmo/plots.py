@@ -206,6 +206,22 @@ def accuracy_coverage_curve(curves: dict, path, title: str = "accuracy vs covera
 
 
 @styled
+def curves_with_errors(curves: dict, path, xlabel: str, ylabel: str, title: str = "", logx: bool = False) -> Path:
+    """Lines with error bars; ``curves`` maps label → (x, y, yerr, dashed)."""
+    fig, ax = subplots(figsize=(6.4, 4.2))
+    for label, (x, y, err, dashed) in curves.items():
+        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, ls="--" if dashed else "-", label=str(label))
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return savefig(fig, path)
+
+
+@styled
 def reliability_diagram(bins: dict, path, ece: float | None = None, title: str = "reliability") -> Path:
     """Accuracy vs confidence per bin (``galmo.core.metrics.reliability_bins``) with the diagonal and counts."""
     edges = np.asarray(bins["edges"])

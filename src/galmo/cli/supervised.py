@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from galmo.methods.supervised.config import EvaluateConfig, PredictConfig, SupervisedConfig
+from galmo.methods.supervised.config import DataEfficiencyConfig, EvaluateConfig, PredictConfig, SupervisedConfig
 
 
 def register(sub) -> None:
     from galmo.cli import add_verb
 
-    p = add_verb(sub, "train", "train a supervised morphology model (rotinv | simple_cnn | timm_classifier)",
+    p = add_verb(sub, "train", "train a supervised morphology model (rotinv | simple_cnn | timm_classifier | "
+                 "astroformer-SIZE)",
                  SupervisedConfig, cmd_train, out_kind="dir", required=("data", "out"))
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # testing the resume
     p = add_verb(sub, "predict", "probabilities / vote fractions per galaxy, with TTA and triage", PredictConfig,
@@ -27,6 +28,10 @@ def register(sub) -> None:
                    help="auto-classify the galaxies with confidence ≥ this (default: none)")
     add_verb(sub, "evaluate", "top-1, balanced accuracy, P/R, confusion, coverage, calibration, RMSE", EvaluateConfig,
              cmd_evaluate, out_kind="dir", required=("run", "data"))
+    study = sub.add_parser("study", help="studies across many training runs (data-efficiency)")
+    studies = study.add_subparsers(dest="study", metavar="STUDY", required=True)
+    add_verb(studies, "data-efficiency", "accuracy vs training-set size: models × fractions × seeds, with and "
+             "without the Astroformer recipe", DataEfficiencyConfig, cmd_study, out_kind="dir", required=("out",))
 
 
 def run_train(cfg: SupervisedConfig) -> int:
@@ -40,6 +45,16 @@ def run_train(cfg: SupervisedConfig) -> int:
 
 def cmd_train(args) -> int:
     return run_train(SupervisedConfig.from_args(args, stop_after_steps=args.stop_after_steps))
+
+
+def cmd_study(args) -> int:
+    """``galmo study data-efficiency``: run (or finish) the study; the table and report in ``--out``."""
+    from galmo.methods.supervised.study import run_study
+
+    cfg = DataEfficiencyConfig.from_args(args)
+    table = run_study(cfg)
+    print(f"{len(table)} runs; table {Path(cfg.out) / 'data_efficiency.csv'}, report {Path(cfg.out) / 'report.html'}")
+    return 0
 
 
 def run_config(path, out=None) -> int:

@@ -143,3 +143,36 @@ class EvaluateConfig(Config):
     device: str = device_option()
     backend: str = backend_option()
     progress: bool = progress_option()
+
+
+STUDY_MODELS = ("rotinv", "convnext-atto", "lite0", "astroformer-tiny")  # = galmo.methods.supervised.study.MODELS
+STUDY_RECIPES = ("none", "astroformer")
+
+
+@dataclass
+class DataEfficiencyConfig(Config):
+    """``galmo study data-efficiency``: accuracy vs training-set size for several models, with and without
+    the regularisation recipe, over seeds, on one source (the same val/test split per seed)."""
+
+    method = "study-data-efficiency"
+
+    data: str | None = option(None, HELP["data"] + " (none: the embedded default sample)", metavar="SOURCE")
+    out: str = option(None, "study folder (one training run per setting under runs/, the table, the plot, "
+                      "the report)")
+    models: tuple[str, ...] = option(STUDY_MODELS, "models to compare: rotinv (view-pooling CNN), convnext-atto "
+                                     "(timm, from scratch), lite0 (EfficientNet-Lite0 fine-tuned from its ImageNet "
+                                     "weights), astroformer-tiny / astroformer-small", metavar="MODEL")
+    fractions: tuple[float, ...] = option((0.05, 0.2, 1.0), "fractions of the training split to train on",
+                                          metavar="FRAC")
+    seeds: tuple[int, ...] = option((0, 1), "seeds (each: its own split, subsets and initialisation)",
+                                    metavar="SEED")
+    recipes: tuple[str, ...] = option(STUDY_RECIPES, "with (astroformer) and without (none) the regularisation "
+                                      "recipe", metavar="RECIPE")
+    epochs: int = option(10, "epochs at the full training set; a fraction f trains ⌈epochs / √f⌉ epochs (more "
+                         "passes over fewer images, fewer updates in all)")
+    batch_size: int = batch_size_option(64)
+    test_frac: float = option(0.2, "fraction of the galaxies held out for the test (the same for every model)")
+    val_frac: float = option(0.1, "fraction held out to pick the best epoch")
+    max_images: int | None = option(None, HELP["max_images"])
+    device: str = device_option()
+    progress: bool = progress_option()
