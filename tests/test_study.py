@@ -59,6 +59,16 @@ def test_study_runs_every_setting_on_one_split_and_reads_back_finished_runs(tmp_
     assert section["figures"] == ["figures/lowdata_accuracy.png"] and "Best mean top-1" in section["body"]
     assert (tmp_path / "study" / "report.html").stat().st_size > 10_000  # the plot is embedded
 
+    import shutil
+
+    from galmo.report import rebuild
+
+    shutil.rmtree(tmp_path / "study" / "figures")
+    shutil.rmtree(tmp_path / "study" / "sections")
+    rebuild(tmp_path / "study")  # galmo report STUDY: the section and its plot again, from the table alone
+    assert (tmp_path / "study" / "figures" / "lowdata_accuracy.png").stat().st_size > 5_000
+    assert json.loads((tmp_path / "study" / "sections" / "lowdata.json").read_text())["body"] == section["body"]
+
 
 def test_study_command_line(tmp_path):
     from supervised_data import make_tiny_source

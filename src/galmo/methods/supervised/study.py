@@ -137,7 +137,7 @@ def best_per_fraction(summary: pd.DataFrame) -> dict:
 
 
 def finish(out: Path, table: pd.DataFrame) -> None:
-    """The summary JSON, the figure and the report section of a study folder."""
+    """The summary JSON, the report section (with its figure) and the report of a study folder."""
     from galmo.core.io import write_json
     from galmo.methods.supervised import study_report
 
@@ -145,7 +145,6 @@ def finish(out: Path, table: pd.DataFrame) -> None:
     records = summary.astype(object).where(summary.notna(), None).to_dict(orient="records")  # NaN std: 1 seed
     write_json(out / SUMMARY, {"summary": records,
                                "best": {str(k): v for k, v in best_per_fraction(summary).items()}})
-    plot(summary, out / "figures" / FIGURE)
     study_report.section(out)
     from galmo.report import build_report
 

@@ -1,8 +1,9 @@
 """The "lowdata" report section of a data-efficiency study folder (``galmo report STUDY``).
 
-Reads ``data_efficiency.csv`` (one row per run, written by :mod:`galmo.methods.supervised.study`) and
-``figures/lowdata_accuracy.png``; the body is ``templates/lowdata.html.j2``: the mean ± std over seeds
-per model, recipe and fraction, the best model at each fraction and the study's settings.
+Reads ``data_efficiency.csv`` (one row per run, written by :mod:`galmo.methods.supervised.study`; the
+rows of several study folders may be concatenated into one) and draws ``figures/lowdata_accuracy.png``
+from it; the body is ``templates/lowdata.html.j2``: the mean ± std over seeds per model, recipe and
+fraction, the best model at each fraction and the study's settings.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def section(run_dir) -> bool:
 
     from galmo.core.config import read_config_file
     from galmo.core.errors import GalmoError
-    from galmo.methods.supervised.study import FIGURE, RESULTS, best_per_fraction, summarise
+    from galmo.methods.supervised.study import FIGURE, RESULTS, best_per_fraction, plot, summarise
     from galmo.report import add_section, render
 
     run_dir = Path(run_dir)
@@ -40,6 +41,6 @@ def section(run_dir) -> bool:
                   settings={k: settings[k] for k in ("epochs", "batch_size", "seeds", "fractions", "test_frac")
                             if k in settings},
                   total_hours=float(table["train_seconds"].sum()) / 3600)
-    fig = run_dir / "figures" / FIGURE
-    add_section(run_dir, KEY, TITLE, body, [fig] if fig.exists() else [], [CAPTION] if fig.exists() else [])
+    fig = plot(summary, run_dir / "figures" / FIGURE)
+    add_section(run_dir, KEY, TITLE, body, [fig], [CAPTION])
     return True
