@@ -82,3 +82,6 @@ def test_study_command_line(tmp_path):
     row = pd.read_csv(out / "data_efficiency.csv").iloc[0]
     assert row["run"] == "rotinv_none_f1_s3" and row["seed"] == 3
     assert json.loads((out / "config.json").read_text())["method"] == "study-data-efficiency"
+    assert main(["run", str(out / "config.json"), "--out", str(tmp_path / "again")]) == 0  # galmo run re-runs it
+    again = pd.read_csv(tmp_path / "again" / "data_efficiency.csv").iloc[0]
+    assert again["top1"] == row["top1"] and again["n_train"] == row["n_train"]  # same seed, same numbers

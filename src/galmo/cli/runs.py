@@ -11,6 +11,7 @@ RUNNERS = {
     "cluster": "galmo.cli.cluster:run_config",
     "train": "galmo.cli.supervised:run_config",
     "pretrain": "galmo.cli.embeddings:run_config",
+    "study-data-efficiency": "galmo.cli.supervised:run_study_config",
 }
 
 

@@ -47,14 +47,24 @@ def cmd_train(args) -> int:
     return run_train(SupervisedConfig.from_args(args, stop_after_steps=args.stop_after_steps))
 
 
-def cmd_study(args) -> int:
-    """``galmo study data-efficiency``: run (or finish) the study; the table and report in ``--out``."""
+def study(cfg: DataEfficiencyConfig) -> int:
+    """Run (or finish) a data-efficiency study; the table and report in ``cfg.out``."""
     from galmo.methods.supervised.study import run_study
 
-    cfg = DataEfficiencyConfig.from_args(args)
     table = run_study(cfg)
     print(f"{len(table)} runs; table {Path(cfg.out) / 'data_efficiency.csv'}, report {Path(cfg.out) / 'report.html'}")
     return 0
+
+
+def cmd_study(args) -> int:
+    """``galmo study data-efficiency``."""
+    return study(DataEfficiencyConfig.from_args(args))
+
+
+def run_study_config(path, out=None) -> int:
+    """``galmo run STUDY/config.json [--out DIR]``: the same study again (finished runs in DIR are read back)."""
+    cfg = DataEfficiencyConfig.load(path)
+    return study(cfg.replace(out=str(out)) if out else cfg)
 
 
 def run_config(path, out=None) -> int:
