@@ -45,11 +45,13 @@ def set_backend(name: str | None) -> str:
     return _backend
 
 
-def resolve_backend(backend: str | None, device) -> str:
-    """``torch`` or ``onnx`` for a device (``auto``: ONNX Runtime on CPU, PyTorch elsewhere)."""
+def resolve_backend(backend: str | None, device, module=None) -> str:
+    """``torch`` or ``onnx`` for a device (``auto``: ONNX Runtime on CPU, PyTorch elsewhere, and PyTorch
+    for a module whose ``onnx_auto`` attribute is False: one measured to run faster on PyTorch)."""
     b = _backend if backend is None else _checked(backend)
     if b == "auto":
-        return "onnx" if torch.device(device).type == "cpu" else "torch"
+        cpu = torch.device(device).type == "cpu"
+        return "onnx" if cpu and getattr(module, "onnx_auto", True) else "torch"
     return b
 
 
@@ -82,7 +84,7 @@ def infer_batches(fn: Callable, X, *, batch_size: int = 256, device="cpu", progr
     runner = None
     if isinstance(fn, torch.nn.Module):
         fn = fn.to(dev).eval()
-        if resolve_backend(backend, dev) == "onnx" and dtype in (None, torch.float32):
+        if resolve_backend(backend, dev, fn) == "onnx" and dtype in (None, torch.float32):
             from galmo.nn.onnx_backend import OnnxRunner
 
             runner = OnnxRunner(fn, dev)

@@ -19,6 +19,7 @@ import io
 import os
 import warnings
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 RTOL = 1e-4
 OPSET = 18
 PROBE_ROWS = 8
+RUN_ROWS = 64  # rows per ONNX Runtime call: larger batches ran slower (activations out of cache), measured
 # Bounds: models trained and used once (a probe's CNN per fold, a denoiser) export files no later run
 # reuses; the least recently used files beyond these go, and at most MAX_SESSIONS stay loaded.
 MAX_CACHE_FILES = 64
@@ -57,10 +59,25 @@ def weights_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def code_hash(module: torch.nn.Module) -> str:
+    """A hash of the source files that define the classes of ``module`` and its submodules: an export
+    made before the code changed (a forward pass edited within one galmo version) is not reused."""
+    import inspect
+
+    h = hashlib.sha256()
+    for f in sorted({inspect.getsourcefile(type(m)) or "" for m in module.modules()}):
+        try:
+            h.update(f.encode() + Path(f).read_bytes())
+        except OSError:
+            h.update(f.encode())
+    return h.hexdigest()
+
+
 def model_key(module: torch.nn.Module, shapes: tuple, dtypes: tuple) -> str:
     h = hashlib.sha256()
     h.update(f"{type(module).__module__}.{type(module).__qualname__}\n{module!r}\n".encode())
     h.update(weights_hash(module).encode())
+    h.update(code_hash(module).encode())
     h.update(f"{shapes};{dtypes};{_versions()}".encode())
     return h.hexdigest()[:32]
 
@@ -129,6 +146,30 @@ def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
+@contextmanager
+def _quiet_fds():
+    """Silence stdout and stderr at the file-descriptor level: a failing TorchScript export prints its
+    whole graph from C++, which no Python-level redirect catches."""
+    import sys
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
 class OnnxRunner:
     """Runs one module with ONNX Runtime, exporting per input shape; ``None`` from :meth:`run` = use PyTorch."""
 
@@ -146,7 +187,12 @@ class OnnxRunner:
         s = self.sessions[sig]
         if s is None:
             return None
-        return s.run(None, {f"x{i}": a for i, a in enumerate(arrays)})[0]
+        n = len(arrays[0])
+        if n <= RUN_ROWS:
+            return s.run(None, {f"x{i}": a for i, a in enumerate(arrays)})[0]
+        parts = [s.run(None, {f"x{i}": a[k:k + RUN_ROWS] for i, a in enumerate(arrays)})[0]
+                 for k in range(0, n, RUN_ROWS)]
+        return np.concatenate(parts)
 
     def _fallback(self, key: str, reason: str):
         if key not in _warned:
@@ -191,7 +237,7 @@ class OnnxRunner:
                 return f"its output is a {type(ref).__name__}, not one tensor"
             ref = ref.float().cpu().numpy()
             buf = io.BytesIO()
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_fds():
                 warnings.simplefilter("ignore")
                 with torch.no_grad():
                     torch.onnx.export(self.module, tuple(probe), buf, dynamo=False, opset_version=OPSET,

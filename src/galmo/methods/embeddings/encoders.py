@@ -5,7 +5,8 @@
 backbone name (offline EfficientNet-Lite0 by default, via :mod:`galmo.nn.backbones`).
 :func:`embed_source` streams a source through it batch by batch (memory: one batch). Every forward
 pass runs through the one inference loop: :func:`galmo.nn.infer.infer` for the patch transformer and
-checkpoints, :func:`galmo.nn.backbones.encode` for timm backbones.
+checkpoints (one module, :meth:`EmbeddingModel.module`, so ONNX Runtime applies), and
+:func:`galmo.nn.backbones.encode` for timm backbones.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ class EmbeddingModel:
     device: str = "cpu"
     tokens: str = "all"            # patch transformers: "all" tokens or "image" tokens only
 
-    def forward(self, x, phot=None):
-        """The embedding of one batch of tensors (patch transformers and checkpoints)."""
-        if self.kind == "patch_transformer":
-            return self.model.forward_features(x, phot, tokens=self.tokens)
-        out = self.model.forward_features(x)
-        return out.flatten(2).mean(-1) if out.ndim > 2 else out  # unpooled feature maps → pooled
+    def module(self):
+        """The embedding of one batch as one ``nn.Module`` (patch transformers and checkpoints:
+        :class:`~galmo.nn.models.patch_transformer.FeatureEmbedder`), so that the inference loop can
+        run it with ONNX Runtime (``--backend``)."""
+        from galmo.nn.models.patch_transformer import FeatureEmbedder
+
+        return FeatureEmbedder(self.model, self.tokens)
 
     def encode_batches(self, batches) -> np.ndarray:
         """Embeddings of an iterator of ``(images,)`` or ``(images, photometry)`` batches, one forward
@@ -51,7 +53,7 @@ class EmbeddingModel:
             return encode(self.model, (b[0] for b in batches), size=self.size, device=self.device)
         from galmo.nn.infer import infer
 
-        return infer(self.forward, batches, device=self.device)
+        return infer(self.module(), batches, device=self.device)
 
     def encode(self, images: np.ndarray, phot: np.ndarray | None = None) -> np.ndarray:
         """Embeddings of one array of images (one forward pass)."""

@@ -174,11 +174,6 @@ def _last_linear(model):
     return last
 
 
-def outputs_to_predictions(out: torch.Tensor, target: str) -> torch.Tensor:
-    """Raw network outputs → class probabilities (softmax) or tree-consistent vote fractions."""
-    return out.softmax(1) if target == "class" else normalise_votes(out)
-
-
 
 # ---------------------------------------------------------------------------------------- train
 def train(data, out, *, log=print, **options) -> dict:
@@ -390,54 +385,15 @@ def _epoch_line(m: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------- predict
-def tta_transforms(n: int, period: float = 90.0) -> list[tuple[int, float]]:
-    """``n`` test-time transforms (dihedral index 0..7, extra rotation angle in degrees).
-
-    The first 8 are the dihedral group; beyond that the angle grid is refined: with m = ⌈n/8⌉ angles
-    k·period/m, each combined with the 8 dihedral transforms. ``n=1`` is the identity. ``period`` is
-    90° for ordinary models and 45° for ``rotinv``, which already pools the 45° multiples.
-    """
-    if n < 1:
-        raise GalmoError(f"--tta must be ≥ 1 (got {n})")
-    m = math.ceil(n / 8)
-    return [(j % 8, (j // 8) * period / m) for j in range(n)]
+# The test-time transforms and the ensemble live with their module (galmo.nn.tta), re-exported here.
+from galmo.nn.tta import TTAEnsemble, apply_transform, tta_transforms  # noqa: E402,F401
+from galmo.nn.tta import predictions as outputs_to_predictions  # noqa: E402,F401
 
 
-def apply_transform(x: torch.Tensor, k: int, angle: float) -> torch.Tensor:
-    from galmo.nn.models.rotinv import dihedral, rotate
-
-    if angle % 360:
-        x = rotate(x, angle, padding_mode="reflection")
-    return dihedral(x, k)
-
-
-def _tta_mean(model, xb: torch.Tensor, target: str, tfs) -> torch.Tensor:
-    """Predictions of one batch averaged over the transforms ``tfs``."""
-    acc = None
-    for k, ang in tfs:
-        p = outputs_to_predictions(model(apply_transform(xb, k, ang)), target)
-        acc = p if acc is None else acc + p
-    return acc / len(tfs)
-
-
-def _tta_period(model) -> float:
-    return 45.0 if type(model).__name__ == "RotInvNet" else 90.0
-
-
-def ensemble_fn(models, target: str, tta: int = 1):
-    """A callable of an image batch: the members' TTA-averaged predictions, averaged over members."""
-    tfs = [tta_transforms(tta, period=_tta_period(m)) for m in models]
-    for m in models:
-        m.eval()
-
-    def fn(xb):
-        acc = None
-        for m, t in zip(models, tfs):
-            p = _tta_mean(m, xb, target, t)
-            acc = p if acc is None else acc + p
-        return acc / len(models)
-
-    return fn
+def ensemble_fn(models, target: str, tta: int = 1) -> TTAEnsemble:
+    """One module of an image batch: the members' TTA-averaged predictions, averaged over members
+    (:class:`galmo.nn.tta.TTAEnsemble`, so the inference loop runs all of it with ONNX Runtime on CPU)."""
+    return TTAEnsemble(models, target, tta).eval()
 
 
 def predict_arrays(model, images, target: str, tta: int = 1, batch_size: int = 256, device="cpu",

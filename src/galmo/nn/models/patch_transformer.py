@@ -16,6 +16,11 @@ depends on a survey's exact noise level or PSF. Images of another size are resiz
 The embedding (:meth:`PatchTransformer.forward_features`) is the mean over all tokens (image and
 photometry) of the final, layer-normed hidden states, as AstroPT averages its token embeddings.
 The pretraining task (loss, dihedral augmentation) is :class:`galmo.nn.tasks.pretrain.PretrainTask`.
+
+ONNX: :class:`FeatureEmbedder` makes the embedding one module for :mod:`galmo.nn.infer`. The median,
+quantile, arcsinh and antialiased resize have no ONNX exporter; under ``torch.onnx.export`` (only
+there) they are computed with operators that export (``topk``, logs, two matrix products), same
+values to float32 rounding; PyTorch itself runs the original operators.
 """
 
 from __future__ import annotations
@@ -60,11 +65,50 @@ def normalise_images(x: torch.Tensor, q: float = 0.99, stretch: float = 10.0) ->
     x = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0)
     b, c = x.shape[:2]
     flat = x.reshape(b, c, -1)
-    med = flat.median(dim=-1, keepdim=True).values
-    flat = flat - med
-    scale = torch.quantile(flat.abs().reshape(b, -1), q, dim=1).clamp_min(1e-6).view(b, 1, 1)
-    y = torch.asinh(stretch * flat / scale) / math.asinh(stretch)
+    flat = flat - _median(flat)[..., None]
+    scale = _quantile(flat.abs().reshape(b, -1), q).clamp_min(1e-6).view(b, 1, 1)
+    y = _asinh(stretch * flat / scale) / math.asinh(stretch)
     return y.reshape_as(x)
+
+
+def _median(v: torch.Tensor) -> torch.Tensor:
+    """torch's (lower) median over the last axis; under ``torch.onnx.export`` the same order
+    statistic from a partial sort (``topk``: ONNX has no median operator)."""
+    if not torch.onnx.is_in_onnx_export():
+        return v.median(dim=-1).values
+    n = v.shape[-1]
+    return torch.topk(v, n - (n - 1) // 2, dim=-1).values[..., -1]
+
+
+def _quantile(v: torch.Tensor, q: float) -> torch.Tensor:
+    """``torch.quantile(v, q, dim=-1)`` (linear interpolation); under ``torch.onnx.export`` the two
+    order statistics around rank q·(n − 1) from a partial sort (``topk``), interpolated the same way."""
+    if not torch.onnx.is_in_onnx_export():
+        return torch.quantile(v, q, dim=-1)
+    n = int(v.shape[-1])
+    pos = float(np.float32(q) * np.float32(n - 1))  # the rank as torch computes it (float32)
+    lo = int(math.floor(pos))
+    top = torch.topk(v, n - lo, dim=-1).values  # descending: [..., -1] is rank lo, [..., -2] rank lo + 1
+    return top[..., -1] if lo == n - 1 else torch.lerp(top[..., -1], top[..., -2], pos - lo)
+
+
+def _asinh(v: torch.Tensor) -> torch.Tensor:
+    """``torch.asinh``; under ``torch.onnx.export`` sign(v)·log(|v| + √(v² + 1)) (no exporter for asinh)."""
+    if not torch.onnx.is_in_onnx_export():
+        return torch.asinh(v)
+    a = v.abs()
+    return torch.sign(v) * torch.log(a + torch.sqrt(a * a + 1))
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize to ``size``²; under ``torch.onnx.export`` the same linear map as
+    two matrix products (:func:`galmo.nn.backbones._resize_matrix`: ONNX has no antialiased resize)."""
+    if not torch.onnx.is_in_onnx_export():
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    from galmo.nn.backbones import _resize_matrix
+
+    mh, mw = (_resize_matrix(int(n), size, x.device) for n in x.shape[-2:])
+    return torch.matmul(torch.matmul(mh, x), mw.t())
 
 
 class Block(nn.Module):
@@ -147,8 +191,7 @@ class PatchTransformer(nn.Module):
             raise GalmoError(f"patch transformer expects (B, {self.in_chans}, H, W) images, got {tuple(x.shape)}")
         x = x.float() if normalised else normalise_images(x)
         if x.shape[-2:] != (self.img_size, self.img_size):
-            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
-                              antialias=True)
+            x = _resize(x, self.img_size)
         b, c, p = x.shape[0], self.in_chans, self.patch_size
         g = self.grid
         patches = x.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, c * p * p)
@@ -214,3 +257,26 @@ class PatchTransformer(nn.Module):
 @register_model
 def patch_transformer(**kwargs) -> PatchTransformer:
     return PatchTransformer(**kwargs)
+
+
+class FeatureEmbedder(nn.Module):
+    """The embedding of a model as one module, so the inference loop can run it with ONNX Runtime:
+    ``model.forward_features`` — for a :class:`PatchTransformer` with its ``tokens`` choice ("all" or
+    "image") and the photometry — pooled over positions when it gives feature maps (B, C, ...)."""
+
+    def __init__(self, model: nn.Module, tokens: str = "all"):
+        super().__init__()
+        self.model = model
+        self.tokens = tokens
+        # --backend auto keeps the patch transformer on PyTorch: its exported graph (unfused attention,
+        # the exportable median) ran at 0.45–0.8× torch at batch ≥ 16 (benchmarks/bench_inference.py)
+        self.onnx_auto = not isinstance(model, PatchTransformer)
+
+    def extra_repr(self) -> str:
+        return f"tokens={self.tokens!r}"
+
+    def forward(self, x: torch.Tensor, phot: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(self.model, PatchTransformer):
+            return self.model.forward_features(x, phot, tokens=self.tokens)
+        out = self.model.forward_features(x)
+        return out.flatten(2).mean(-1) if out.ndim > 2 else out

@@ -41,9 +41,20 @@ from galmo.nn.models import register_model
 N_VIEWS = 16
 
 
+def rot90(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``torch.rot90(x, k, dims=(-2, -1))`` as the flips and transpose it is made of (the same values
+    to the bit), so that it exports to ONNX (``torch.rot90`` has no ONNX exporter)."""
+    k %= 4
+    if k == 1:
+        return x.flip(-1).transpose(-2, -1)
+    if k == 2:
+        return x.flip(-2, -1)
+    return x.flip(-2).transpose(-2, -1) if k == 3 else x
+
+
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th (0..7) element of D4 applied to (..., H, W): rotate by 90°·(k % 4), then flip if k ≥ 4."""
-    y = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
+    y = rot90(x, k)
     return torch.flip(y, dims=(-1,)) if k >= 4 else y
 
 
@@ -84,7 +95,7 @@ def _grid(h: int, w: int, angle_deg: float, device: str, dtype) -> torch.Tensor:
 def rotate(x: torch.Tensor, angle_deg: float, padding_mode: str = "zeros") -> torch.Tensor:
     """Rotate a (N, C, H, W) batch by ``angle_deg`` (bilinear, about the centre). 90° multiples are exact."""
     if angle_deg % 90 == 0:
-        return torch.rot90(x, int(angle_deg // 90) % 4, dims=(-2, -1))
+        return rot90(x, int(angle_deg // 90))
     n, _, h, w = x.shape
     grid = rotation_grid(h, w, angle_deg, x.device, x.dtype).expand(n, -1, -1, -1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
