@@ -39,7 +39,7 @@ import torch
 from galmo.core.catalog import write_catalog
 from galmo.core.errors import GalmoError
 from galmo.core.io import read_json, write_json
-from galmo.core.schema import ANSWER_COLUMNS, QUESTION_SLICES, normalise_votes
+from galmo.core.schema import ANSWER_COLUMNS, QUESTION_SLICES
 from galmo.methods.supervised.config import ASTROFORMERS, MODELS, TARGETS, SupervisedConfig  # noqa: F401
 from galmo.nn import checkpoint as ckpt
 from galmo.nn.augment import AugmentConfig
