@@ -275,3 +275,26 @@ def test_the_documented_galaxy10_command_runs_on_a_tiny_file_of_that_schema(tmp_
     assert cfg["supervised"]["mix"]["mixup"] == 0.8 and cfg["supervised"]["augment"]["ops"] == 2
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert metrics["n"] == 3 and 0.0 <= metrics["top1"] <= 1.0  # 10 % of 24 galaxies
+
+
+def test_balanced_class_weights_weight_the_loss_by_inverse_frequency():
+    from galmo.methods.supervised.config import SupervisedConfig
+    from galmo.methods.supervised.run import class_weights
+    from galmo.nn.tasks.classify import SupervisedTask
+
+    y = torch.tensor([0] * 8 + [1] * 2)  # class 2 absent from the training labels
+    w = class_weights(SupervisedConfig(data="x", out="y", class_weight="balanced"), y, 3)
+    assert torch.allclose(w, torch.tensor([10 / (2 * 8), 10 / (2 * 2), 1.0]))
+    assert class_weights(SupervisedConfig(data="x", out="y"), y, 3) is None
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.randn(10, 1, 2, 2)
+    logits = model(x)
+    loss, _ = SupervisedTask("class", class_weights=w).loss(model, (x, y), torch.Generator())
+    per = F.cross_entropy(logits, y, reduction="none")
+    assert torch.allclose(loss, (w[y] * per).sum() / w[y].sum())  # each class weighs the same in all
+    assert not torch.allclose(loss, per.mean())
+    from galmo.nn.mix import MixConfig
+
+    with pytest.raises(GalmoError, match="without mixup"):
+        SupervisedTask("class", mix_cfg=MixConfig(mixup=0.8), n_classes=3, class_weights=w)

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "galmo.cli.embeddings",  # pretrain, embed, similar, outliers, probe
     "galmo.cli.supervised",  # train, predict, evaluate
     "galmo.cli.cluster",  # cluster
+    "galmo.cli.generative",  # train-generator, generate, augment
     "galmo.cli.runs",  # run, report
 ]
 

@@ -12,6 +12,7 @@ RUNNERS = {
     "train": "galmo.cli.supervised:run_config",
     "pretrain": "galmo.cli.embeddings:run_config",
     "study-data-efficiency": "galmo.cli.supervised:run_study_config",
+    "train-generator": "galmo.cli.generative:run_config",
 }
 
 

@@ -25,7 +25,7 @@ ORDER = ["overview", "cluster", "supervised", "embeddings", "augment", "lowdata"
 # Methods whose report.py can render their section again from a run folder (``galmo report``).
 SECTION_BUILDERS = ["galmo.methods.overview", "galmo.methods.unsupervised.report",
                     "galmo.methods.supervised.report", "galmo.methods.supervised.study_report",
-                    "galmo.methods.embeddings.report"]
+                    "galmo.methods.embeddings.report", "galmo.methods.generative.report"]
 
 
 @lru_cache(maxsize=1)

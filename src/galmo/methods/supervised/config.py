@@ -22,6 +22,8 @@ RECIPES = {"astroformer": {"mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1, 
                            "drop_path": 0.1, "policy_ops": 2}}
 TARGETS = ("class", "votes")  # = galmo.nn.tasks.classify.TARGETS (that module imports torch)
 PRECISIONS = ("fp32", "bf16", "fp16")
+VAL_FRAC_HELP = "fraction of the images held out to validate the loss; it picks the best epoch and stops early"
+TEST_FRAC_HELP = "fraction of the galaxies held out for the final test"
 RUN_HELP = "a run folder made by `galmo train`; several: an ensemble (probabilities averaged)"
 TTA_HELP = "average the predictions over N test-time transforms (8 = the dihedral group)"
 CHECKPOINT_EVERY_HELP = ("also save the resumable checkpoint (last/) every this many training steps (0: only "
@@ -56,9 +58,8 @@ class SupervisedConfig(Config):
     batch_size: int = batch_size_option(64)
     lr: float = option(1e-3, HELP["lr"])
     weight_decay: float = option(0.05, "AdamW weight decay (not applied to biases and norm weights)")
-    val_frac: float = option(0.1, "fraction of the images held out to validate the loss; it picks the best "
-                             "epoch and stops early")
-    test_frac: float = option(0.2, "fraction of the galaxies held out for the final test")
+    val_frac: float = option(0.1, VAL_FRAC_HELP)
+    test_frac: float = option(0.2, TEST_FRAC_HELP)
     seed: int = seed_option()
     device: str = device_option()
     resume: bool = option(False, HELP["resume"])
@@ -100,6 +101,9 @@ class SupervisedConfig(Config):
     policy_magnitude: float = option(0.5, "augmentation policy strength in [0, 1]")
     warmup_frac: float = option(0.05, "fraction of the training steps spent warming the learning rate up "
                                 "(then cosine decay)")
+    class_weight: str = option("none", "class target: weight the loss per class; balanced = inverse class frequency "
+                               "in the training split (a rare class counts as much as a common one in all)",
+                               choices=("none", "balanced"))
     train_frac: float = option(1.0, "train on this fraction of the training split (stratified; the val and test "
                                "splits unchanged): data-efficiency studies")
 
@@ -152,7 +156,9 @@ STUDY_RECIPES = ("none", "astroformer")
 @dataclass
 class DataEfficiencyConfig(Config):
     """``galmo study data-efficiency``: accuracy vs training-set size for several models, with and without
-    the regularisation recipe, over seeds, on one source (the same val/test split per seed)."""
+    the regularisation recipe, over seeds, on one source (the same val/test split per seed). ``epochs``
+    are those of the full training set; a fraction f trains ⌈epochs / √f⌉ epochs (more passes over
+    fewer images, fewer updates in all)."""
 
     method = "study-data-efficiency"
 
@@ -168,11 +174,10 @@ class DataEfficiencyConfig(Config):
                                     metavar="SEED")
     recipes: tuple[str, ...] = option(STUDY_RECIPES, "with (astroformer) and without (none) the regularisation "
                                       "recipe", metavar="RECIPE")
-    epochs: int = option(10, "epochs at the full training set; a fraction f trains ⌈epochs / √f⌉ epochs (more "
-                         "passes over fewer images, fewer updates in all)")
+    epochs: int = option(10, HELP["epochs"])  # at the full training set; a fraction f trains ⌈epochs / √f⌉
     batch_size: int = batch_size_option(64)
-    test_frac: float = option(0.2, "fraction of the galaxies held out for the test (the same for every model)")
-    val_frac: float = option(0.1, "fraction held out to pick the best epoch")
+    test_frac: float = option(0.2, TEST_FRAC_HELP)  # the same test galaxies for every model of a seed
+    val_frac: float = option(0.1, VAL_FRAC_HELP)
     max_images: int | None = option(None, HELP["max_images"])
     device: str = device_option()
     progress: bool = progress_option()

@@ -217,6 +217,22 @@ def augment_settings(cfg: SupervisedConfig) -> AugmentConfig | None:
     return aug
 
 
+def class_weights(cfg: SupervisedConfig, labels: torch.Tensor, n_classes: int):
+    """``--class-weight balanced``: n / (K · n_k) per class k present in the training labels (scikit-learn's
+    "balanced"; 1 for a class absent from them), as a float32 tensor; None for ``none``."""
+    if cfg.class_weight == "none":
+        return None
+    if cfg.target != "class":
+        raise GalmoError("--class-weight applies to the class target")
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = labels.numpy()
+    present = np.unique(y)
+    w = np.ones(n_classes, np.float32)
+    w[present] = compute_class_weight("balanced", classes=present, y=y)
+    return torch.from_numpy(w)
+
+
 def mix_settings(cfg: SupervisedConfig):
     """Mixup / CutMix / label smoothing (a :class:`galmo.nn.mix.MixConfig`), None when all are off."""
     from galmo.nn.mix import MixConfig
@@ -373,7 +389,9 @@ def _fit(cfg: SupervisedConfig, src, data: _TrainingData, train_set, val_set, ou
            "augment": aug.to_dict() if aug else None, "mix": mix.to_dict() if mix else None, "model": cfg.model,
            "shape": [c, h, w]}
     saved = cfg.replace(data=str(src.path), out=str(out), resume=False, stop_after_steps=None)
-    task = SupervisedTask(cfg.target, aug, mix, n_classes=data.n_classes)
+    weights = class_weights(cfg, train_set.tensors[1], data.n_classes)
+    sup["class_weights"] = None if weights is None else [round(float(v), 6) for v in weights]
+    task = SupervisedTask(cfg.target, aug, mix, n_classes=data.n_classes, class_weights=weights)
     return fit(net, train_set, val_set, task, train_settings(cfg), out,
                model_name=cfg.model, model_kwargs=kw, resume=cfg.resume, extra_config={"supervised": sup},
                on_epoch_end=lambda m: log(_epoch_line(m)), config=saved)

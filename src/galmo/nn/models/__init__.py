@@ -18,6 +18,7 @@ FAMILIES = [
     "galmo.nn.models.cnn",
     "galmo.nn.models.rotinv",
     "galmo.nn.models.astroformer",
+    "galmo.nn.models.diffusion",
 ]
 _REGISTRY: dict[str, Callable] = {}
 _loaded = False

@@ -20,11 +20,15 @@ TARGETS = ("class", "votes")
 class SupervisedTask:
     """What a batch means for :func:`galmo.nn.train.fit`: (images, labels) or (images, vote fractions)."""
 
-    def __init__(self, target: str = "class", augment_cfg=None, mix_cfg=None, n_classes: int | None = None):
+    def __init__(self, target: str = "class", augment_cfg=None, mix_cfg=None, n_classes: int | None = None,
+                 class_weights=None):
         if target not in TARGETS:
             raise GalmoError(f"--target must be one of {', '.join(TARGETS)} (got {target!r})")
         if target == "class" and mix_cfg is not None and not n_classes:
             raise GalmoError("mixing class labels needs the number of classes")
+        if class_weights is not None and (target != "class" or (mix_cfg is not None and mix_cfg.mixing)):
+            raise GalmoError("--class-weight balanced applies to the class target without mixup/cutmix")
+        self.class_weights = class_weights  # (K,) tensor or None: weights of the training cross-entropy
         self.target = target
         self.augment_cfg = augment_cfg
         self.mix_cfg = mix_cfg if mix_cfg is not None and (mix_cfg.mixing or mix_cfg.label_smoothing) else None
@@ -47,7 +51,8 @@ class SupervisedTask:
                 return soft_cross_entropy(model(x), y), {}
         out = model(x)
         if self.target == "class":
-            return F.cross_entropy(out, y), {}
+            w = None if self.class_weights is None else self.class_weights.to(device=out.device, dtype=out.dtype)
+            return F.cross_entropy(out, y, weight=w), {}
         return F.mse_loss(normalise_votes(out), y), {}
 
     def validate(self, model, loader) -> dict:

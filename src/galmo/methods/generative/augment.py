@@ -1,0 +1,175 @@
+"""``galmo augment``: does adding generated galaxies of a rare class help a classifier find them?
+
+GalaxySD's experiment on galmo's simulations, with the honest baseline next to it:
+
+1. simulate an imbalanced training set (the rare class at ``rare_frac``: the simulator's
+   ``class_weights="rare:<class>=<frac>"``) and a balanced held-out set, at the generator's resolution;
+2. train the class-conditional generator on the training set (once; shared by the seeds);
+3. per seed, train the same classifier (``simple_cnn`` through :func:`galmo.methods.supervised.run.train`)
+   (a) ``as_is`` on the training set, (b) ``generated``: plus ``n_generated`` generated rare galaxies,
+   (c) ``oversampled``: plus as many copies of the real rare galaxies (the same number of extra
+   rare images, no new information), (d) ``weighted``: the training set as is with the class-weighted
+   loss (``class_weight="balanced"``: inverse class frequency);
+4. per-class completeness (recall) and purity (precision) on the balanced set, mean and spread over
+   seeds; and the conditional fidelity: the share of the generated images that the ``as_is``
+   classifier calls the rare class.
+
+Everything lands in the experiment folder: ``sims/``, ``generator/``,
+``runs/<arm>_s<seed>/``, ``augment.csv`` (one row per arm, seed and class), ``metrics.json``, the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from galmo.core.io import atomic_path, write_json, write_text
+from galmo.core.schema import GALAXY10_CLASSES
+from galmo.methods.generative.config import AugmentConfig
+from galmo.methods.generative.run import class_index
+
+ARMS = ("as_is", "generated", "oversampled", "weighted")
+ARM_OPTIONS = {"weighted": {"class_weight": "balanced"}}  # galmo train options of an arm beyond its data
+RESULTS = "augment.csv"
+TRAIN_SEED, TEST_SEED = 1000, 2000  # simulator seeds of the training and held-out sets
+
+
+def simulate_sets(cfg: AugmentConfig, out: Path, px: int) -> tuple[Path, Path]:
+    """The imbalanced training set and the balanced held-out set (kept when already there)."""
+    from galmo.simulate import simulate
+
+    train, test = out / "sims" / "train.h5", out / "sims" / "test.h5"
+    if not train.exists():
+        simulate(cfg.n_train, size=px, seed=TRAIN_SEED, out=train, progress=cfg.progress,
+                 class_weights=f"rare:{cfg.rare_class}={cfg.rare_frac}")
+    if not test.exists():
+        simulate(cfg.n_test_per_class * len(GALAXY10_CLASSES), size=px, seed=TEST_SEED, out=test,
+                 progress=cfg.progress)
+    return train, test
+
+
+def write_merged(out: Path, base: Path, extra: dict | None) -> Path:
+    """A Galaxy10 HDF5 of ``base``'s images, labels and ids plus ``extra`` ({"images", "ans", "id"})."""
+    import h5py
+
+    with h5py.File(base, "r") as f:
+        parts = {k: [f[k][()]] for k in ("images", "ans", "id")}
+        attrs = {k: f.attrs[k] for k in ("bands", "class_names") if k in f.attrs}
+    for k in parts:
+        if extra is not None:  # ids keep their own width (bytes of any length); images and labels the base's type
+            parts[k].append(np.asarray(extra[k]) if k == "id" else np.asarray(extra[k]).astype(parts[k][0].dtype))
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        for k, v in parts.items():
+            f[k] = np.concatenate(v)
+        f.attrs.update(attrs)
+    return out
+
+
+def _rare_rows(h5: Path, rare: int) -> dict:
+    import h5py
+
+    with h5py.File(h5, "r") as f:
+        keep = np.flatnonzero(f["ans"][()] == rare)
+        return {k: f[k][()][keep] for k in ("images", "ans", "id")}
+
+
+def oversampled(base: Path, rare: int, n_extra: int) -> dict:
+    """``n_extra`` copies of the real rare galaxies (cycled), with ids ``<id>-copy<k>``."""
+    real = _rare_rows(base, rare)
+    pick = np.arange(n_extra) % max(1, len(real["ans"]))
+    ids = [f"{real['id'][i].decode()}-copy{k}".encode() for k, i in enumerate(pick)]
+    return {"images": real["images"][pick], "ans": real["ans"][pick], "id": np.array(ids)}
+
+
+def arm_sources(cfg: AugmentConfig, out: Path, train: Path, generated: Path, seed: int) -> dict:
+    """{arm: training HDF5} for one seed."""
+    import h5py
+
+    rare = class_index(cfg.rare_class, list(GALAXY10_CLASSES))
+    with h5py.File(generated, "r") as f:
+        gen = {"images": f["images"][()], "ans": f["ans"][()], "id": f["id"][()]}
+    folder = out / "sims"
+    return {"as_is": train,
+            "generated": write_merged(folder / f"train_generated_s{seed}.h5", train, gen),
+            "oversampled": write_merged(folder / f"train_oversampled_s{seed}.h5", train,
+                                        oversampled(train, rare, len(gen["ans"]))),
+            "weighted": train}
+
+
+def train_and_score(cfg: AugmentConfig, data: Path, test: Path, run: Path, seed: int, **options) -> dict:
+    """Train the classifier of one arm and seed (kept when already trained; ``options``: more galmo train
+    options) and evaluate it on ``test``."""
+    from galmo.methods.supervised.run import evaluate, train
+
+    if not (run / "model.safetensors").exists():
+        train(str(data), str(run), model="simple_cnn", width=cfg.width, epochs=cfg.classifier_epochs, lr=cfg.lr,
+              seed=seed, test_frac=0.0, evaluate_at_end=False, device=cfg.device, progress=cfg.progress,
+              log=lambda *a: None, **options)
+    return evaluate(run, test, split="all", report=False, out=run, device=cfg.device, log=lambda *a: None)
+
+
+def fidelity(run: Path, generated: Path, rare: str, device: str) -> float:
+    """Share of the generated images the classifier of ``run`` calls ``rare``."""
+    from galmo.methods.supervised.run import predict
+
+    preds = predict(run, str(generated), device=device)
+    return float((preds["pred_name"] == rare).mean())
+
+
+def run_augment(cfg: AugmentConfig, log=print) -> pd.DataFrame:
+    """Run (or finish) the experiment; returns the per-arm, per-seed, per-class table."""
+    from galmo.methods.generative.run import generate, train_generator
+    from galmo.nn.models.diffusion import SIZES
+
+    out = Path(cfg.out)
+    rare = GALAXY10_CLASSES[class_index(cfg.rare_class, list(GALAXY10_CLASSES))]
+    cfg = cfg.replace(rare_class=rare)
+    cfg.save(out)
+    train, test = simulate_sets(cfg, out, SIZES[cfg.generator_size][0])
+    gen_run = out / "generator"
+    if not (gen_run / "model.safetensors").exists():
+        log(f"[augment] training the {cfg.generator_size} generator on {train}")
+        train_generator(str(train), str(gen_run), generator_size=cfg.generator_size, epochs=cfg.generator_epochs,
+                        device=cfg.device, progress=cfg.progress, grid_per_class=2, log=log)
+    rows, fid = [], {}
+    for seed in cfg.seeds:
+        generated = out / "sims" / f"generated_s{seed}.h5"
+        if not generated.exists():
+            generate(gen_run, generated, class_name=rare, n=cfg.n_generated, guidance=cfg.guidance, steps=cfg.steps,
+                     seed=100_000 * seed, device=cfg.device, progress=cfg.progress, log=log)
+        for arm, data in arm_sources(cfg, out, train, generated, seed).items():
+            res = train_and_score(cfg, data, test, out / "runs" / f"{arm}_s{seed}", seed, **ARM_OPTIONS.get(arm, {}))
+            rows += [{"arm": arm, "seed": seed, "class": k, **v} for k, v in res["per_class"].items()]
+            pc = res["per_class"][rare]
+            log(f"[augment] seed {seed} {arm}: {rare} recall {pc['recall']:.3f}, precision {pc['precision']:.3f}, "
+                f"balanced accuracy {res['balanced_accuracy']:.3f}")
+        fid[seed] = fidelity(out / "runs" / f"as_is_s{seed}", generated, rare, cfg.device)
+    table = pd.DataFrame(rows)
+    write_text(out / RESULTS, table.to_csv(index=False))
+    write_json(out / "metrics.json", {"augment": {"rare_class": rare, "summary": summarise(table, rare),
+                                                  "conditional_fidelity": fid}})
+    _report(out)
+    return table
+
+
+def summarise(table: pd.DataFrame, rare: str) -> list[dict]:
+    """Per arm: mean and std over seeds of the rare class's recall and precision, and of the macro averages."""
+    macro = table.groupby(["arm", "seed"])[["recall", "precision"]].mean().add_prefix("macro_")
+    rare_rows = table[table["class"] == rare].set_index(["arm", "seed"])[["recall", "precision"]].add_prefix("rare_")
+    per_seed = rare_rows.join(macro).reset_index()
+    stats = per_seed.groupby("arm").agg(["mean", "std"])
+    stats.columns = [f"{a}_{b}" for a, b in stats.columns]
+    stats = stats.drop(columns=[c for c in stats.columns if c.startswith("seed_")]).reset_index()
+    stats["arm"] = pd.Categorical(stats["arm"], ARMS, ordered=True)
+    return json.loads(stats.sort_values("arm").to_json(orient="records"))
+
+
+def _report(out: Path) -> None:
+    from galmo.methods.generative.report import section
+    from galmo.report import build_report
+
+    section(out)  # the experiment's and the generator's (from out/generator/)
+    build_report(out)
