@@ -298,3 +298,24 @@ def test_balanced_class_weights_weight_the_loss_by_inverse_frequency():
 
     with pytest.raises(GalmoError, match="without mixup"):
         SupervisedTask("class", mix_cfg=MixConfig(mixup=0.8), n_classes=3, class_weights=w)
+
+
+def test_init_from_starts_from_another_runs_weights(tmp_path):
+    from supervised_data import make_tiny_source
+
+    from galmo.methods.supervised.run import train
+    from galmo.nn import checkpoint as ckpt
+
+    src = make_tiny_source(tmp_path / "tiny.h5", n=64, size=32)
+    common = dict(model="simple_cnn", width=4, batch_size=16, progress=False, evaluate_at_end=False, augment=False,
+                  log=lambda *a: None)
+    train(src, tmp_path / "a", epochs=2, **common)
+    train(src, tmp_path / "b", epochs=1, init_from=str(tmp_path / "a"), lr=1e-12, **common)  # (almost) no update
+    wa, wb = ckpt.load_state_dict(tmp_path / "a" / ckpt.MODEL_FILE), ckpt.load_state_dict(tmp_path / "b" / ckpt.MODEL_FILE)
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa if "running" not in k
+               and "num_batches" not in k)
+    fresh = train(src, tmp_path / "c", epochs=1, lr=1e-12, **common)["fit"]["best"]
+    assert fresh["val_loss"] != train(src, tmp_path / "d", epochs=1, lr=1e-12, init_from=str(tmp_path / "a"),
+                                      **common)["fit"]["best"]["val_loss"]
+    with pytest.raises(GalmoError, match="init-from"):
+        train(src, tmp_path / "e", epochs=1, init_from=str(tmp_path / "a"), **{**common, "model": "rotinv"})

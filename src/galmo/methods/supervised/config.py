@@ -76,6 +76,8 @@ class SupervisedConfig(Config):
     evaluate_at_end: bool = option(True, "evaluate on the test split when training ends", cli=False)
     tta: int = option(1, TTA_HELP)  # of the final evaluation
     on_error: str = on_error_option()
+    init_from: str | None = option(None, "start from the weights of another run of the same model (fine-tuning, e.g. "
+                                   "on expert labels); its architecture settings are used", metavar="RUN")
     split_from: str | None = option(None, "reuse the train/val/test split of another run (compare or ensemble "
                                     "on the same test set)", metavar="RUN")
     ema: float | None = option(None, "validate and keep an exponential moving average of the weights with this "

@@ -383,6 +383,8 @@ def _fit(cfg: SupervisedConfig, src, data: _TrainingData, train_set, val_set, ou
                       backbone=cfg.backbone, weights=weights, width=cfg.width, downsample=cfg.downsample,
                       drop_rate=cfg.resolved("drop_rate"), drop_path=cfg.resolved("drop_path"))
     net = _build_model(cfg, kw)
+    if cfg.init_from and not cfg.resume:
+        kw = _init_from(net, kw, Path(cfg.init_from), cfg, (c, h, w))
     aug, mix = augment_settings(cfg), mix_settings(cfg)
     sup = {"target": cfg.target, "class_names": data.class_names, "n_classes": data.n_classes, "kind": cfg.kind,
            "source": str(src.path), "val_frac": cfg.val_frac, "test_frac": cfg.test_frac, "seed": cfg.seed,
@@ -395,6 +397,24 @@ def _fit(cfg: SupervisedConfig, src, data: _TrainingData, train_set, val_set, ou
     return fit(net, train_set, val_set, task, train_settings(cfg), out,
                model_name=cfg.model, model_kwargs=kw, resume=cfg.resume, extra_config={"supervised": sup},
                on_epoch_end=lambda m: log(_epoch_line(m)), config=saved)
+
+
+def _init_from(net, kw: dict, run: Path, cfg: SupervisedConfig, shape) -> dict:
+    """Load the weights of the run ``run`` into ``net`` (``init_from``: fine-tuning); the run must hold the
+    same model for the same target, classes and image shape. Returns the model kwargs (the run's)."""
+    saved = ckpt.read_config(run)
+    sup = saved.get("supervised") or {}
+    if saved["model"]["name"] != cfg.model or sup.get("target") != cfg.target:
+        raise GalmoError(f"--init-from: that run trained {saved['model']['name']} on {sup.get('target')}, this one "
+                         f"{cfg.model} on {cfg.target}", path=run)
+    if list(sup.get("shape", [])) != list(shape):
+        raise GalmoError(f"--init-from: that run's images are {sup.get('shape')}, these {list(shape)}", path=run)
+    model, _ = ckpt.load_checkpoint(run)
+    state = model.state_dict()
+    if {k: tuple(v.shape) for k, v in state.items()} != {k: tuple(v.shape) for k, v in net.state_dict().items()}:
+        raise GalmoError("--init-from: that run's model has other layer shapes (width, classes, ...)", path=run)
+    net.load_state_dict(state)
+    return {**kw, **{k: v for k, v in saved["model"].get("kwargs", {}).items() if k in kw}}
 
 
 def _epoch_line(m: dict) -> str:
