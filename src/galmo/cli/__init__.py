@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "galmo.cli.cluster",  # cluster
     "galmo.cli.generative",  # train-generator, generate, augment
     "galmo.cli.runs",  # run, report
+    "galmo.cli.web",  # serve, finetune
 ]
 
 

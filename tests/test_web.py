@@ -1,0 +1,326 @@
+"""The web explorer (``galmo serve``) and the expert loop (``galmo finetune``) on real run folders of a tiny
+source: a trained run with predictions, embeddings (the run as encoder) and outliers, and a cluster run.
+Pages are driven with FastAPI's TestClient (no browser: Playwright is not installed here)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient
+
+from galmo.cli import main
+from galmo.core.errors import GalmoError
+from galmo.web.app import create_app
+from galmo.web.config import PAGE_SIZE
+from galmo.web.labels import JOURNAL, LabelStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from supervised_data import make_tiny_source
+
+FAST = ["--device", "cpu", "--no-progress"]
+EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:[a-z]+:)?//|https?://|url\(\s*["']?(?:[a-z]+:)?//""",
+                      re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_source(tmp_path_factory.mktemp("data") / "tiny.h5", n=72, size=32)
+
+
+@pytest.fixture(scope="module")
+def run(tiny, tmp_path_factory):
+    """A trained run with predictions of every galaxy, its embeddings and an outliers sub-run."""
+    run = tmp_path_factory.mktemp("runs") / "run"
+    assert main(["train", "--data", str(tiny), "--out", str(run), "--model", "simple_cnn", "--epochs", "2", "--width",
+                 "4", "--batch-size", "16", "--lr", "3e-3", "--seed", "3", *FAST]) == 0
+    assert main(["predict", "--run", str(run), "--data", str(tiny), "--out", str(run / "predictions.parquet"),
+                 *FAST]) == 0
+    assert main(["embed", "--encoder", str(run), "--data", str(tiny), "--out", str(run / "embeddings.parquet"),
+                 *FAST]) == 0
+    assert main(["outliers", "--emb", str(run / "embeddings.parquet"), "--out", str(run / "outliers")]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def clustered(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "clus"
+    assert main(["cluster", "--data", str(tiny), "--out", str(out), "--k", "3", "--no-invariant", "--no-graph",
+                 "--no-polar", "--features", "euml", "--image-size", "32", "--morph-per-group", "0",
+                 "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture
+def client(run, clustered, tmp_path):
+    (run / JOURNAL).unlink(missing_ok=True)
+    return TestClient(create_app([run, clustered], thumb_cache=tmp_path / "thumbs", who="tester"))
+
+
+def _links(html: str) -> list[str]:
+    return re.findall(r'href="(/[^"]*)"', html)
+
+
+# ---------------------------------------------------------------- pages
+def test_every_page_renders_with_the_runs_numbers(client, run, clustered):
+    runs = client.app.state.explorer.runs
+    assert set(runs) == {"run", "run-outliers", "clus"}
+    assert runs["run"].kinds == ["supervised", "embeddings"] and runs["clus"].kinds == ["groups"]
+    home = client.get("/")
+    assert home.status_code == 200 and "/run/run/queue" in home.text and "/run/clus/groups" in home.text
+    top1 = json.loads((run / "metrics.json").read_text())["test"]["top1"]
+    page = client.get("/run/run").text
+    assert f"{top1:.4g}" in page and "/run/run/file/figures/supervised_confusion.png" in page
+    assert client.get("/run/run/file/figures/supervised_confusion.png").content[:4] == b"\x89PNG"
+    groups = client.get("/run/clus/groups").text
+    catalog = pd.read_parquet(clustered / "cluster_catalog.parquet")
+    first = int(catalog["group"].max())
+    assert f"/run/clus/groups/{first}" in groups
+    gallery = client.get(f"/run/clus/groups/{first}").text
+    members = catalog.loc[catalog["group"] == first, "id"]
+    assert all(f"/galaxy/{i}" in gallery for i in members.head(PAGE_SIZE)) and "agreement" in gallery
+    outliers = client.get("/run/run-outliers/outliers").text
+    best = pd.read_csv(run / "outliers" / "outliers.csv", dtype={"id": str})["id"].iloc[0]
+    assert outliers.index(f"/galaxy/{best}") < outliers.index("</main>")
+
+
+def test_galaxy_page_shows_bands_probabilities_and_neighbours_that_open(client, run):
+    preds = pd.read_parquet(run / "predictions.parquet")
+    row = preds.iloc[5]
+    html = client.get(f"/galaxy/{row['id']}").text
+    assert "/thumb/rgb/" + row["id"] in html and all(f"/thumb/{b}/{row['id']}" in html for b in range(3))
+    assert row["pred_name"] in html and f"{row['confidence']:.3f}" in html
+    assert "outlier rank" in html and "group" in html
+    neighbours = [u for u in _links(html.split("nearest neighbours")[1]) if u.startswith("/galaxy/")]
+    assert len(neighbours) == 10 and f"/galaxy/{row['id']}" not in neighbours
+    assert client.get(neighbours[0]).status_code == 200
+    png = client.get(f"/thumb/rgb/{row['id']}")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+
+
+def test_thumbnails_are_rendered_once_and_cached_on_disk(client, tmp_path):
+    assert client.get("/thumb/rgb/g0003").status_code == 200
+    (cached,) = (tmp_path / "thumbs").rglob("g0003.png")
+    from PIL import Image
+
+    assert Image.open(cached).size == (32, 32)
+    stamp = cached.stat().st_mtime_ns
+    assert client.get("/thumb/rgb/g0003").content == cached.read_bytes() and cached.stat().st_mtime_ns == stamp
+    assert client.get("/thumb/7/g0003").status_code == 404  # three bands
+
+
+def test_search_by_id_and_unknown_ids_are_404_pages(client):
+    assert client.get("/search?q=g0007", follow_redirects=False).headers["location"] == "/galaxy/g0007"
+    hits = client.get("/search?q=g001").text
+    assert all(f"/galaxy/g00{k:02d}" in hits for k in range(10, 20))
+    for url in ("/galaxy/no-such-galaxy", "/run/nope", "/run/clus/groups/99", "/run/run/predictions?page=99",
+                "/run/clus/queue"):
+        r = client.get(url)
+        assert r.status_code == 404 and "Traceback" not in r.text and "<h1>404</h1>" in r.text, url
+
+
+def test_files_outside_the_run_are_refused(client):
+    for url in ("/run/run/file/%2e%2e/%2e%2e/etc/passwd", "/run/run/file/..%2F..%2Fconfig.json",
+                "/run/run/file/%2Fetc%2Fpasswd", "/run/run/file/last/../../run/config.json"):
+        assert client.get(url).status_code == 404, url
+    assert client.get("/run/run/file/config.json").status_code == 200
+
+
+def test_lists_are_paginated(client, run):
+    n = len(pd.read_parquet(run / "predictions.parquet"))
+    first = client.get("/run/run/predictions?order=entropy").text
+    assert first.count('class="card"') == PAGE_SIZE and 'rel="next"' in first
+    last = client.get(f"/run/run/predictions?order=entropy&page={-(-n // PAGE_SIZE)}").text
+    assert last.count('class="card"') == n - PAGE_SIZE * (-(-n // PAGE_SIZE) - 1) and 'rel="next"' not in last
+    assert client.get("/run/run/predictions?order=sideways").status_code == 400
+
+
+# ---------------------------------------------------------------- offline
+def test_nothing_is_loaded_from_another_site(client, run):
+    pages = ["/", "/run/run", "/run/clus", "/run/clus/groups", "/run/clus/groups/0", "/run/run/predictions",
+             "/run/run-outliers/outliers", "/run/run/queue", "/run/run/labels", "/galaxy/g0001", "/search?q=g0",
+             "/galaxy/nothing"]
+    html = {u: client.get(u).text for u in pages}
+    assets = {a for h in html.values() for a in re.findall(r'(?:src|href)="(/static/[^"]+)"', h)}
+    assert {"/static/style.css", "/static/queue.js"} <= assets
+    served = {**html, **{a: client.get(a).text for a in assets}}
+    found = {u: EXTERNAL.findall(t) for u, t in served.items() if EXTERNAL.search(t)}
+    assert not found, found
+
+
+# ---------------------------------------------------------------- the expert queue
+def test_queue_page_has_the_keyboard_shortcuts_and_preloads_the_next(client, run):
+    page = client.get("/run/run/queue?order=margin").text
+    names = json.loads((run / "config.json").read_text())["supervised"]["class_names"]
+    assert all(f'data-label="{k}"' in page for k in range(len(names))) and "/static/queue.js" in page
+    items = json.loads(re.search(r'<script id="queue-items" type="application/json">(.*?)</script>', page, re.DOTALL)[1])
+    assert len(items) == 2  # the current galaxy and the next (preloaded by the script)
+    js = client.get("/static/queue.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    for needle in ("keydown", '"s"', '"n"', '"u"', "new Image()", "/undo", "/labels"):
+        assert needle in js.text, needle
+
+
+def test_queue_is_least_confident_first_and_holds_out_the_test_split(client, run):
+    preds = pd.read_parquet(run / "predictions.parquet")
+    split = pd.read_csv(run / "split.csv", dtype={"id": str}).set_index("id")["split"]
+    pool = preds[preds["id"].map(split) != "test"].sort_values("confidence", kind="stable")
+    got = client.get("/api/run/run/queue?n=5").json()
+    assert [i["id"] for i in got["items"]] == pool["id"].head(5).tolist()
+    assert got["progress"] == {"done": 0, "total": len(pool)}
+    by_entropy = client.get("/api/run/run/queue?order=entropy&n=1").json()["items"][0]["id"]
+    assert by_entropy == pool.sort_values("entropy", ascending=False, kind="stable")["id"].iloc[0]
+
+
+def test_labels_round_trip_survive_a_restart_and_export(run, tmp_path):
+    (run / JOURNAL).unlink(missing_ok=True)
+    client = TestClient(create_app([run], thumb_cache=tmp_path / "t", who="ana"))
+    saved = []
+    for label in (2, 0, 1):
+        cur = client.get("/api/run/run/queue").json()["items"][0]["id"]
+        r = client.post("/api/run/run/labels", json={"id": cur, "decision": "class", "label": label})
+        assert r.status_code == 200 and r.json()["event"]["who"] == "ana"
+        assert r.json()["items"][0]["id"] != cur  # the queue moved on
+        saved.append((cur, label))
+    skipped = client.get("/api/run/run/queue").json()["items"][0]["id"]
+    client.post("/api/run/run/labels", json={"id": skipped, "decision": "skip"})
+    undone = client.post("/api/run/run/undo", json={}).json()
+    assert undone["undone"]["id"] == skipped and undone["items"][0]["id"] == skipped
+    assert undone["progress"]["done"] == 3
+    restarted = TestClient(create_app([run], thumb_cache=tmp_path / "t"))  # a new process reading the same folder
+    assert restarted.get("/api/run/run/queue").json()["progress"]["done"] == 3
+    csv = pd.read_csv(pd.io.common.BytesIO(restarted.get("/run/run/expert_labels.csv").content), dtype={"id": str})
+    assert list(zip(csv["id"], csv["label"])) == saved and set(csv["who"]) == {"ana"} and csv["when"].notna().all()
+    assert restarted.get("/run/run/expert_labels.parquet").status_code == 200
+    parquet = pd.read_parquet(run / "expert_labels.parquet")
+    assert parquet["id"].tolist() == [i for i, _ in saved] and set(parquet["decision"]) == {"class"}
+    assert all(f"/galaxy/{i}" in restarted.get("/run/run/labels").text for i, _ in saved)
+
+
+def test_a_torn_last_line_loses_only_that_label(run, tmp_path):
+    names = json.loads((run / "config.json").read_text())["supervised"]["class_names"]
+    store = LabelStore(tmp_path, names)
+    store.add("g0001", "class", 1, who="a")
+    with open(tmp_path / JOURNAL, "a") as f:
+        f.write('{"seq": 2, "event": "label", "id": "g00')  # a crash in the middle of a write
+    again = LabelStore(tmp_path, names)
+    assert set(again.current()) == {"g0001"}
+    again.add("g0002", "not_a_galaxy", who="a")  # starts on a new line: the torn one stays alone
+    with pytest.warns(UserWarning, match="line 2 is not a label event"):
+        assert set(LabelStore(tmp_path, names).current()) == {"g0001", "g0002"}
+
+
+def test_bad_labels_and_requests_are_refused_with_a_message(client):
+    cur = client.get("/api/run/run/queue").json()["items"][0]["id"]
+    cases = [({"id": cur, "decision": "class", "label": 10}, 400, "not a class"),
+             ({"id": cur, "decision": "class", "label": -1}, 400, "not a class"),
+             ({"id": cur, "decision": "class"}, 400, "not a class"),
+             ({"id": cur, "decision": "maybe"}, 400, "unknown decision"),
+             ({"id": "no-such-galaxy", "decision": "skip"}, 404, "not in the predictions"),
+             ({"decision": "skip"}, 400, "id")]
+    for body, status, message in cases:
+        r = client.post("/api/run/run/labels", json=body)
+        assert r.status_code == status and message in r.json()["error"], (body, r.text)
+    r = client.post("/api/run/run/labels", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "error" in r.json()
+    assert client.post("/api/run/clus/labels", json={"id": "g0001", "decision": "skip"}).status_code == 404
+
+
+def test_not_a_run_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GalmoError, match="not a run folder"):
+        create_app([tmp_path / "empty"])
+    assert main(["serve", str(tmp_path / "empty")]) == 2
+    assert f"galmo: error: {tmp_path / 'empty'}: not a run folder" in capsys.readouterr().err
+    assert main(["finetune", str(tmp_path / "empty"), "--expert-labels", str(tmp_path / "x.parquet"), "--out",
+                 str(tmp_path / "r2")]) == 2
+
+
+def test_serve_binds_loopback_and_warns_for_another_address(run, tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: calls.append((app, host, port)))
+    assert main(["serve", str(run), "--thumb-cache", str(tmp_path)]) == 0
+    assert calls[-1][1:] == ("127.0.0.1", 8000) and "warning" not in capsys.readouterr().err
+    assert main(["serve", str(run), "--host", "0.0.0.0", "--port", "8123", "--thumb-cache", str(tmp_path)]) == 0
+    assert calls[-1][1:] == ("0.0.0.0", 8123) and set(calls[-1][0].state.explorer.runs) == {"run", "run-outliers"}
+    assert "galmo: warning: --host 0.0.0.0: the explorer and its labelling are open" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- scale
+def test_list_pages_stay_fast_with_100k_galaxies(tmp_path):
+    n, k = 100_000, 10
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.full(k, 0.5), n).astype(np.float32)
+    ids = np.char.add("gal", np.arange(n).astype(str))
+    preds = pd.DataFrame({"id": ids, **{f"prob_{j}": p[:, j] for j in range(k)}, "pred_label": p.argmax(1),
+                          "confidence": p.max(1), "entropy": -(p * np.log(p + 1e-12)).sum(1)})
+    preds["pred_name"] = np.char.add("class", preds["pred_label"].astype(str).to_numpy().astype(str))
+    preds.to_parquet(tmp_path / "predictions.parquet", index=False)
+    pd.DataFrame({"id": ids, "group": rng.integers(0, 10, n), "agreement": rng.integers(1, 4, n)}).to_parquet(
+        tmp_path / "cluster_catalog.parquet", index=False)
+    client = TestClient(create_app([tmp_path], thumb_cache=tmp_path / "t"))
+    name = tmp_path.name
+    t0 = time.perf_counter()
+    assert client.get(f"/run/{name}/predictions").status_code == 200  # the first load reads the tables
+    first = time.perf_counter() - t0
+    urls = [f"/run/{name}/predictions?order=margin&page=1500", f"/run/{name}/predictions?order=entropy&page=2000",
+            f"/run/{name}/groups", f"/run/{name}/groups/4?page=150", f"/run/{name}/queue", "/galaxy/gal54321",
+            "/search?q=gal9999"]
+    for u in urls:
+        client.get(u)  # each order / index once
+    times = []
+    for u in urls:
+        t0 = time.perf_counter()
+        r = client.get(u)
+        times.append(time.perf_counter() - t0)
+        assert r.status_code == 200, u
+    assert first < 5 and max(times) < 0.5, (first, dict(zip(urls, times)))
+    assert client.get(f"/run/{name}/predictions?page=2084").text.count('class="card"') == n - PAGE_SIZE * 2083
+
+
+# ---------------------------------------------------------------- the loop: label, fine-tune, measure
+def test_finetune_retrains_on_the_expert_labels_and_measures_the_change(run, tiny, tmp_path):
+    (run / JOURNAL).unlink(missing_ok=True)
+    client = TestClient(create_app([run], thumb_cache=tmp_path / "t", who="sim"))
+    truth = pd.read_parquet(run / "predictions.parquet").set_index("id")["label"]
+    for _ in range(12):  # an expert who disagrees with every catalog label: each answer changes one
+        cur = client.get("/api/run/run/queue").json()["items"][0]["id"]
+        client.post("/api/run/run/labels", json={"id": cur, "decision": "class", "label": int((truth[cur] + 1) % 3)})
+    client.get("/run/run/expert_labels.parquet")
+    out = tmp_path / "run2"
+    assert main(["finetune", str(run), "--expert-labels", str(run / "expert_labels.parquet"), "--data", str(tiny),
+                 "--out", str(out), "--epochs", "2", "--lr", "3e-3", *FAST]) == 0
+    res = json.loads((out / "finetune.json").read_text())
+    assert res["labels"]["used"] == 12 and res["labels"]["changed"] == 12 and res["labels"]["ignored_test"] == 0
+    assert res["before"]["n"] == res["after"]["n"] == len(pd.read_csv(run / "test_ids.csv"))
+    before = json.loads((run / "metrics.json").read_text())["test"]
+    assert res["before"]["top1"] == pytest.approx(before["top1"])
+    assert res["change"]["top1"] == pytest.approx(res["after"]["top1"] - res["before"]["top1"])
+    trained = pd.read_csv(out / "split.csv", dtype={"id": str})
+    assert (trained["split"] == "test").sum() == res["after"]["n"]
+    from safetensors.numpy import load_file
+
+    w0, w1 = load_file(run / "model.safetensors"), load_file(out / "model.safetensors")
+    assert w0.keys() == w1.keys() and any(not np.array_equal(w0[key], w1[key]) for key in w0)
+    p0, p1 = pd.read_parquet(run / "predictions.parquet"), pd.read_parquet(out / "predictions.parquet")
+    assert p1["id"].tolist() == p0["id"].tolist() and not np.allclose(p0["confidence"], p1["confidence"])
+    assert (p1["label"] == p0["label"]).all()  # the re-ranked queue keeps the catalog's labels
+    again = TestClient(create_app([out], thumb_cache=tmp_path / "t"))
+    assert again.get("/api/run/run2/queue").json()["progress"]["done"] == 12  # the labels carried over
+    page = again.get("/run/run2").text
+    assert "Fine-tuned on expert labels" in page and f"{res['after']['top1']:.4g}" in page
+
+
+def test_browser_end_to_end():
+    pytest.importorskip("playwright", reason="Playwright is not installed: the browser tests need it and chromium")
