@@ -201,12 +201,22 @@ def test_vote_conditioned_generation_from_a_file(tmp_path):
         generate(tmp_path / "run", tmp_path / "g2.h5", class_name="Disc", n=2, **QUIET)
 
 
-def test_augment_experiment_runs_end_to_end(tmp_path):
-    from galmo.methods.generative.augment import ARMS, run_augment
+@pytest.mark.filterwarnings("ignore:.*too few for a stratified validation split")  # 4 reference galaxies per class
+def test_augment_experiment_runs_end_to_end(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from galmo import morphology
+    from galmo.methods.generative.augment import ARMS, closing_note, run_augment
+
+    def quick_measure(images, fit_sersic=True, progress=False):  # statmorph itself: the tests below (0.3 s a galaxy)
+        return pd.DataFrame({c: np.asarray(images).std((1, 2)) for c in morphology.COLUMNS})
+
+    monkeypatch.setattr(morphology, "measure", quick_measure)
 
     cfg = gcfg.AugmentConfig(out=str(tmp_path / "aug"), generator_size="micro", n_train=200, n_test_per_class=3,
                              n_generated=12, generator_epochs=1, classifier_epochs=1, width=4, steps=3, seeds=(0,),
-                             rare_class="merging", progress=False)
+                             rare_class="merging", n_reference_per_class=4, fidelity_per_class=2, judge_epochs=2,
+                             progress=False)
     table = run_augment(cfg, log=lambda *a: None)
     assert len(table) == len(ARMS) * 10 and set(table["arm"]) == set(ARMS)
     assert (table.groupby("arm")["support"].sum() == 30).all()  # the balanced held-out set, 3 per class
@@ -223,8 +233,15 @@ def test_augment_experiment_runs_end_to_end(tmp_path):
     m = json.loads((tmp_path / "aug" / "metrics.json").read_text())["augment"]
     assert m["rare_class"] == "Merging" and [r["arm"] for r in m["summary"]] == list(ARMS)
     assert 0 <= m["conditional_fidelity"]["0"] <= 1
+    fid = m["fidelity"]  # judged by a classifier trained on the balanced reference set (4 per class)
+    assert fid["conditional"]["class"] == "Merging" and fid["conditional"]["n"] == 2
+    assert set(fid["frechet"]) == {"Merging", "all"} and fid["frechet"]["Merging"]["n"] == 2
+    assert len(open_source(tmp_path / "aug" / "sims" / "reference.h5")) == 40
     report = (tmp_path / "aug" / "report.html").read_text()
-    assert "rare-class experiment" in report and "Generative model" in report
+    assert "rare-class experiment" in report and "Generative model" in report and "Generator fidelity" in report
+    note = closing_note(m)
+    assert "conditional fidelity (balanced judge)" in note and "sampling:" in note and "Merging" in note
+    assert [r["class"] for r in fid["per_class"]] == list(GALAXY10_CLASSES) + ["all"]
 
 
 def test_train_generator_verb_saves_a_rerunnable_config(tmp_path, capsys):
@@ -238,3 +255,131 @@ def test_train_generator_verb_saves_a_rerunnable_config(tmp_path, capsys):
     assert model.image_size == 8 and block["shape"] == [3, 8, 8] and block["class_counts"] == {"Disc": 8, "Empty": 8}
     rc = main(["train-generator", "--data", str(src), "--out", str(tmp_path / "bad"), "--image-size", "8", "16"])
     assert rc == 2 and "needs square images" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- fidelity
+def _frechet_by_sqrtm(a, b):
+    """The textbook formula (scipy's sqrtm), the reference for the SVD form of frechet_distance."""
+    from scipy.linalg import sqrtm
+
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa + sb - 2 * sqrtm(sa @ sb).real))
+
+
+@pytest.mark.parametrize("d", [6, 40])  # more samples than features, and fewer (singular covariances)
+def test_frechet_distance_is_the_textbook_formula(d):
+    from galmo.methods.generative.fidelity import frechet_distance
+
+    rng = np.random.default_rng(d)
+    a, b = rng.normal(size=(30, d)), rng.normal(0.5, 2.0, size=(25, d))
+    assert frechet_distance(a, b) == pytest.approx(_frechet_by_sqrtm(a, b), rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    with pytest.raises(GalmoError, match="at least 2 samples"):
+        frechet_distance(a[:1], b)
+
+
+def test_frechet_floor_and_table_in_the_embedding_space(tmp_path):
+    """Lite0 features of discs: two halves of the discs are far closer than discs and empty sky."""
+    from galmo.methods.generative.fidelity import embed, frechet_distance, frechet_table
+
+    src = open_source(two_classes(tmp_path / "two.h5", n=48))
+    x, y = src.read(np.arange(48)), src.catalog["label"].to_numpy()
+    f = embed(x)
+    assert f.shape == (48, 1280)
+    disc, empty = f[y == 0], f[y == 1]
+    floor, apart = frechet_distance(disc[:12], disc[12:]), frechet_distance(disc[:12], empty[:12])
+    assert apart > 5 * floor > 0
+    rows = frechet_table(f, y, f[::-1], y[::-1], ["Disc", "Empty"])  # "generated" = the same galaxies
+    assert [r["class"] for r in rows] == ["Disc", "Empty", "all"] and rows[0]["n"] == 12
+    swapped = frechet_table(f, y, f, 1 - y, ["Disc", "Empty"])  # generated with the wrong class
+    assert swapped[0]["ratio"] > 5 * rows[0]["ratio"]
+
+
+def _profiles(n, size=32, sersic=0.5, seed=0):
+    """(n, 3, size, size) Sérsic-like profiles of index ``sersic`` on sky noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    r = np.hypot(xx, yy)
+    prof = np.exp(-2.0 * ((r / 4.0) ** (1 / sersic) - 1))
+    prof = 0.8 * prof / prof.max()
+    img = prof[None, None] + rng.normal(0, 0.01, (n, 3, size, size))
+    return np.clip(img + 0.05, 0, 1).astype(np.float32)
+
+
+def test_statmorph_real_vs_generated_on_tiny_images():
+    from galmo.methods.generative.fidelity import MORPHOLOGY_COLUMNS, morphology_summary, morphology_table
+
+    n = 6
+    real = np.concatenate([_profiles(n, sersic=0.5), _profiles(n, sersic=0.5, seed=1)])
+    gen = np.concatenate([_profiles(n, sersic=0.5, seed=2), _profiles(n, sersic=1.0, seed=3)])
+    lab = np.repeat([0, 1], n)  # class "same": the same profile; class "other": a steeper one is generated
+    df = morphology_table(real, lab, gen, lab, ["same", "other"])
+    assert len(df) == 4 * n and set(df["set"]) == {"real", "generated"} and df["gini"].notna().all()
+    rows = {(r["class"], r["parameter"]): r for r in morphology_summary(df)}
+    assert {p for _, p in rows} == set(MORPHOLOGY_COLUMNS)
+    assert rows["same", "concentration"]["ks"] <= 0.5 and rows["other", "concentration"]["ks"] == 1.0
+    assert rows["other", "sersic_n"]["median_generated"] > 0.9 > 0.6 > rows["other", "sersic_n"]["median_real"]
+
+
+@pytest.mark.filterwarnings("ignore:.*too few for a stratified validation split", "ignore:No sources were found")
+def test_measure_fidelity_on_a_generator_run(trained, tmp_path):
+    from galmo.methods.generative.fidelity import FIDELITY_JSON, GENERATED, measure_fidelity
+    from galmo.methods.supervised.run import train
+
+    real = two_classes(tmp_path / "real.h5", n=24, seed=5)  # other sky noise than the generator's training set
+    judge = tmp_path / "judge"
+    train(str(real), str(judge), model="simple_cnn", width=4, epochs=10, batch_size=8, lr=1e-2, test_frac=0.0,
+          evaluate_at_end=False, **QUIET)  # it calls all 24 real galaxies right
+    res = measure_fidelity(trained, real, per_class=6, judge=judge, steps=5, log=lambda *a: None)
+    assert [r["class"] for r in res["frechet"]] == ["Disc", "Empty", "all"]
+    assert all(r["n"] == 6 and r["fd_generated_real"] > 0 for r in res["frechet"][:2])
+    acc = {r["class"]: r["accuracy"] for r in res["conditional"]}
+    assert acc["Disc"] >= 5 / 6 and acc["Empty"] >= 5 / 6  # the condition is honoured, seen by a classifier
+    morph = {(r["class"], r["parameter"]): r for r in res["morphology"]}
+    assert morph["Disc", "gini"]["n_generated"] >= 4  # (statmorph flags these toy discs that fill the 16 px image as
+    assert morph["Empty", "gini"]["n_real"] == 0  # bad; on empty sky it finds no source: no KS statistic then)
+    assert json.loads((trained / FIDELITY_JSON).read_text())["settings"]["per_class"] == 6
+    report = (trained / "report.html").read_text()
+    assert "Generator fidelity" in report and "fd_real_real" in report and "Conditional fidelity" in report
+    assert (trained / "figures" / "fidelity_grid.png").exists()
+    stamp = (trained / GENERATED).stat().st_mtime_ns
+    again = measure_fidelity(trained, real, per_class=6, steps=5, morphology=False, log=lambda *a: None)
+    assert (trained / GENERATED).stat().st_mtime_ns == stamp  # same settings: the generated set is reused
+    assert again["frechet"] == res["frechet"]
+
+
+def test_demo_generative_section_quick(tmp_path):
+    src = two_classes(tmp_path / "two.h5", n=64)
+    run = tmp_path / "demo"
+    assert main(["demo", "--data", str(src), "--out", str(run), "--only", "generative", "--quick"]) == 0
+    assert json.loads((run / "demo_timings.json").read_text())["failed"] == []
+    section = json.loads((run / "sections" / "generative.json").read_text())
+    assert section["figures"] == ["generator/figures/generative_grid.png", "generator/figures/generative_loss.png"]
+    assert "Generative model" in (run / "report.html").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:.*too few for a stratified validation split")
+def test_rare_feature_case_generates_from_the_votes_of_the_rare_galaxies(tmp_path):
+    from galmo.methods.generative.rare_feature import run_rare_feature
+
+    cfg = gcfg.AugmentConfig(out=str(tmp_path), generator_size="micro", n_train=60, n_test_per_class=3, n_generated=6,
+                             generator_epochs=1, classifier_epochs=1, width=4, steps=2, seeds=(0,),
+                             rare_feature="dust_lane", progress=False)
+    res = run_rare_feature(cfg, tmp_path, log=lambda *a: None)
+    assert res["label"] == "dust lane" and res["n_train"]["dust lane"] == 4 and res["n_test"]["dust lane"] == 3
+    train = open_source(tmp_path / "feature" / "train.h5").catalog
+    assert res["n_train"]["no dust lane"] == (train["label"] == 0).sum() > 10
+    assert (train.loc[train["label"] == 1, "Class8.7"] > train.loc[train["label"] == 0, "Class8.7"].mean()).all()
+    gen = open_source(tmp_path / "feature" / "generated_s0.h5").catalog
+    rare_ids = set(train.loc[train["label"] == 1, "id"])
+    assert len(gen) == 6 and (gen["label_name"] == "dust lane").all()
+    assert {c.removeprefix("like=") for c in gen["condition"]} <= rare_ids  # from the rare galaxies' own votes
+    assert [r["arm"] for r in res["summary"]] == ["as_is", "generated", "oversampled"]
+    assert len(open_source(tmp_path / "feature" / "train_generated_s0.h5")) == len(train) + 6
+    from galmo.methods.generative.fidelity import measure_fidelity  # a vote model: from real galaxies' votes
+
+    res = measure_fidelity(tmp_path / "feature" / "generator", tmp_path / "feature" / "test.h5", per_class=1, steps=2,
+                           morphology=False, log=lambda *a: None)
+    gen = open_source(tmp_path / "feature" / "generator" / "fidelity" / "generated.h5").catalog
+    assert sorted(gen["label_name"]) == ["dust lane", "no dust lane"] and gen["Class8.7"].notna().all()
+    assert res["frechet"] == []  # 1 generated galaxy a class: too few for a Fréchet distance (n ≥ 2)

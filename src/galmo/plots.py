@@ -289,3 +289,57 @@ def concentration_asymmetry(df, path, by: str | None = "group", title: str = "Câ
     ax.set_ylabel("concentration C")
     ax.set_title(title)
     return savefig(fig, path)
+
+
+# ---------------------------------------------------------------- generative fidelity (issue 14)
+@styled
+def paired_boxes(df, columns: Sequence[str], path, group: str = "class", split: str = "set",
+                 title: str = "") -> Path:
+    """One panel per column: for each value of ``group``, side-by-side boxes of each value of ``split``
+    (e.g. real vs generated statmorph parameters per class)."""
+    columns = [c for c in columns if c in df.columns]
+    groups, splits = list(dict.fromkeys(df[group])), list(dict.fromkeys(df[split]))
+    colours = colormap("tab10")
+    width = 0.8 / max(1, len(splits))
+    fig, axes = subplots(len(columns), 1, figsize=(max(5.0, 0.7 * len(groups) + 1.5), 1.7 * len(columns)),
+                         squeeze=False, sharex=True)
+    for ax, col in zip(axes[:, 0], columns):
+        for j, s in enumerate(splits):
+            sub = df[df[split] == s]
+            vals = [sub.loc[sub[group] == g, col].to_numpy(float) for g in groups]
+            vals = [v[np.isfinite(v)] for v in vals]
+            pos = np.arange(len(groups)) + (j - (len(splits) - 1) / 2) * width
+            keep = [k for k, v in enumerate(vals) if len(v)]
+            if keep:
+                box = ax.boxplot([vals[k] for k in keep], positions=pos[keep], widths=width * 0.9,
+                                 patch_artist=True, showfliers=False)
+                for patch in box["boxes"]:
+                    patch.set(facecolor=colours(j), alpha=0.6)
+            ax.plot([], [], color=colours(j), lw=6, alpha=0.6, label=str(s))
+        ax.set_ylabel(col)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0, 0].legend(fontsize=7, ncol=len(splits), loc="upper right")
+    axes[-1, 0].set_xticks(range(len(groups)))
+    axes[-1, 0].set_xticklabels([str(g) for g in groups], rotation=35, ha="right", fontsize=7)
+    if title:
+        axes[0, 0].set_title(title)
+    return savefig(fig, path)
+
+
+@styled
+def training_curve(history: Sequence[dict], path, keys: Sequence[str] = ("train_loss", "val_loss"),
+                   title: str = "training") -> Path:
+    """The per-epoch losses of a training history (:func:`galmo.nn.train.read_progress`), log scale."""
+    fig, ax = subplots(figsize=(4.6, 3.0))
+    for key in keys:
+        pts = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+        if pts:
+            x, y = zip(*pts)
+            ax.plot(x, y, marker="o", ms=3, label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return savefig(fig, path)

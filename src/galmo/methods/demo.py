@@ -21,6 +21,7 @@ PIPELINES = [
     ("cluster", "galmo.methods.unsupervised.run"),
     ("supervised", "galmo.methods.supervised.run"),
     ("embeddings", "galmo.methods.embeddings.run"),
+    ("generative", "galmo.methods.generative.run"),
 ]
 SECTIONS = ("overview",) + tuple(key for key, _ in PIPELINES)
 TITLE = "galmo demo — simulated Galaxy10-like sample"

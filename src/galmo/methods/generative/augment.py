@@ -12,10 +12,15 @@ GalaxySD's experiment on galmo's simulations, with the honest baseline next to i
    loss (``class_weight="balanced"``: inverse class frequency);
 4. per-class completeness (recall) and purity (precision) on the balanced set, mean and spread over
    seeds; and the conditional fidelity: the share of the generated images that the ``as_is``
-   classifier calls the rare class.
+   classifier calls the rare class (a lower bound: that classifier rarely predicts it);
+5. the generator's fidelity (:func:`galmo.methods.generative.fidelity.measure_fidelity`) against a third,
+   balanced *reference* set of sims: Fréchet distances per class with the real-vs-real floor, statmorph
+   parameters real vs generated, and the conditional fidelity per class as judged by the same classifier
+   trained on the balanced reference set (``runs/judge``, evaluated on the held-out set).
 
-Everything lands in the experiment folder: ``sims/``, ``generator/``,
-``runs/<arm>_s<seed>/``, ``augment.csv`` (one row per arm, seed and class), ``metrics.json``, the report.
+Everything lands in the experiment folder: ``sims/``, ``generator/`` (with its ``fidelity.json``),
+``runs/<arm>_s<seed>/``, ``runs/judge/``, ``augment.csv`` (one row per arm, seed and class),
+``metrics.json``, the report.
 """
 
 from __future__ import annotations
@@ -34,21 +39,23 @@ from galmo.methods.generative.run import class_index
 ARMS = ("as_is", "generated", "oversampled", "weighted")
 ARM_OPTIONS = {"weighted": {"class_weight": "balanced"}}  # galmo train options of an arm beyond its data
 RESULTS = "augment.csv"
-TRAIN_SEED, TEST_SEED = 1000, 2000  # simulator seeds of the training and held-out sets
+TRAIN_SEED, TEST_SEED, REFERENCE_SEED = 1000, 2000, 3000  # simulator seeds of the training, held-out, reference sets
+JUDGE_RUN = "judge"  # runs/judge: the classifier trained on the balanced reference set
 
 
-def simulate_sets(cfg: AugmentConfig, out: Path, px: int) -> tuple[Path, Path]:
-    """The imbalanced training set and the balanced held-out set (kept when already there)."""
+def simulate_sets(cfg: AugmentConfig, out: Path, px: int) -> tuple[Path, Path, Path]:
+    """The imbalanced training set, the balanced held-out set and the balanced reference set (kept when there)."""
     from galmo.simulate import simulate
 
-    train, test = out / "sims" / "train.h5", out / "sims" / "test.h5"
-    if not train.exists():
-        simulate(cfg.n_train, size=px, seed=TRAIN_SEED, out=train, progress=cfg.progress,
-                 class_weights=f"rare:{cfg.rare_class}={cfg.rare_frac}")
-    if not test.exists():
-        simulate(cfg.n_test_per_class * len(GALAXY10_CLASSES), size=px, seed=TEST_SEED, out=test,
-                 progress=cfg.progress)
-    return train, test
+    k = len(GALAXY10_CLASSES)
+    sets = {"train": (cfg.n_train, TRAIN_SEED, f"rare:{cfg.rare_class}={cfg.rare_frac}"),
+            "test": (cfg.n_test_per_class * k, TEST_SEED, None),
+            "reference": (cfg.n_reference_per_class * k, REFERENCE_SEED, None)}
+    for name, (n, seed, weights) in sets.items():
+        if not (out / "sims" / f"{name}.h5").exists():
+            simulate(n, size=px, seed=seed, out=out / "sims" / f"{name}.h5", progress=cfg.progress,
+                     class_weights=weights)
+    return tuple(out / "sims" / f"{name}.h5" for name in sets)
 
 
 def write_merged(out: Path, base: Path, extra: dict | None) -> Path:
@@ -99,14 +106,15 @@ def arm_sources(cfg: AugmentConfig, out: Path, train: Path, generated: Path, see
             "weighted": train}
 
 
-def train_and_score(cfg: AugmentConfig, data: Path, test: Path, run: Path, seed: int, **options) -> dict:
-    """Train the classifier of one arm and seed (kept when already trained; ``options``: more galmo train
-    options) and evaluate it on ``test``."""
+def train_and_score(cfg: AugmentConfig, data: Path, test: Path, run: Path, seed: int, epochs: int | None = None,
+                    **options) -> dict:
+    """Train the classifier of one arm and seed (kept when already trained; ``epochs``: None for
+    ``cfg.classifier_epochs``; ``options``: more galmo train options) and evaluate it on ``test``."""
     from galmo.methods.supervised.run import evaluate, train
 
     if not (run / "model.safetensors").exists():
-        train(str(data), str(run), model="simple_cnn", width=cfg.width, epochs=cfg.classifier_epochs, lr=cfg.lr,
-              seed=seed, test_frac=0.0, evaluate_at_end=False, device=cfg.device, progress=cfg.progress,
+        train(str(data), str(run), model="simple_cnn", width=cfg.width, epochs=epochs or cfg.classifier_epochs,
+              lr=cfg.lr, seed=seed, test_frac=0.0, evaluate_at_end=False, device=cfg.device, progress=cfg.progress,
               log=lambda *a: None, **options)
     return evaluate(run, test, split="all", report=False, out=run, device=cfg.device, log=lambda *a: None)
 
@@ -128,7 +136,7 @@ def run_augment(cfg: AugmentConfig, log=print) -> pd.DataFrame:
     rare = GALAXY10_CLASSES[class_index(cfg.rare_class, list(GALAXY10_CLASSES))]
     cfg = cfg.replace(rare_class=rare)
     cfg.save(out)
-    train, test = simulate_sets(cfg, out, SIZES[cfg.generator_size][0])
+    train, test, reference = simulate_sets(cfg, out, SIZES[cfg.generator_size][0])
     gen_run = out / "generator"
     if not (gen_run / "model.safetensors").exists():
         log(f"[augment] training the {cfg.generator_size} generator on {train}")
@@ -149,10 +157,68 @@ def run_augment(cfg: AugmentConfig, log=print) -> pd.DataFrame:
         fid[seed] = fidelity(out / "runs" / f"as_is_s{seed}", generated, rare, cfg.device)
     table = pd.DataFrame(rows)
     write_text(out / RESULTS, table.to_csv(index=False))
-    write_json(out / "metrics.json", {"augment": {"rare_class": rare, "summary": summarise(table, rare),
-                                                  "conditional_fidelity": fid}})
+    res = {"rare_class": rare, "summary": summarise(table, rare), "conditional_fidelity": fid,
+           "fidelity": generator_fidelity(cfg, out, reference, test, log) if cfg.fidelity_per_class else None}
+    if cfg.rare_feature != "none":
+        from galmo.methods.generative.rare_feature import run_rare_feature
+
+        res["rare_feature"] = run_rare_feature(cfg, out, log)
+    write_json(out / "metrics.json", {"augment": res})
     _report(out)
+    log(closing_note(res))
     return table
+
+
+def generator_fidelity(cfg: AugmentConfig, out: Path, reference: Path, test: Path, log=print) -> dict:
+    """Train the judge on the balanced reference set (scored on the held-out set), measure the generator's
+    fidelity against the reference set; returns the rare class's rows, the pooled Fréchet row, every class
+    (Fréchet distances and the judge's accuracy) and the sampling speed of the generator's grid."""
+    from galmo.methods.generative.fidelity import measure_fidelity
+
+    judge = out / "runs" / JUDGE_RUN
+    scored = train_and_score(cfg, reference, test, judge, seed=0, epochs=cfg.judge_epochs)
+    log(f"[augment] judge (trained on the balanced reference set): balanced accuracy "
+        f"{scored['balanced_accuracy']:.3f} on the held-out set")
+    res = measure_fidelity(out / "generator", reference, per_class=cfg.fidelity_per_class, judge=judge,
+                           guidance=cfg.guidance, steps=cfg.steps, device=cfg.device, progress=cfg.progress, log=log)
+    pick = {r["class"]: r for r in res["frechet"]}
+    judged = {r["class"]: r for r in res["conditional"]}
+    per_class = [{**r, **{k: judged.get(r["class"], {}).get(k) for k in ("accuracy", "real_recall")}}
+                 for r in res["frechet"]]
+    grid = json.loads((out / "generator" / "metrics.json").read_text())["generator"].get("grid", {})
+    return {"frechet": {k: pick[k] for k in (cfg.rare_class, "all") if k in pick},
+            "conditional": judged.get(cfg.rare_class), "judge_balanced_accuracy": scored["balanced_accuracy"],
+            "per_class": per_class, "sampling": grid}
+
+
+def closing_note(res: dict) -> str:
+    """The experiment's result in a few lines (what the terminal shows at the end)."""
+    lines = [f"[augment] {res['rare_class']}: recall / precision on the balanced held-out set, mean ± std over seeds"]
+    lines += [f"  {r['arm']:<12} {_arm_result(r)}" for r in res["summary"]]
+    feature = res.get("rare_feature")
+    lines += [f"  rare feature ({feature['label']}), {r['arm']:<12} {_arm_result(r)}"
+              for r in (feature["summary"] if feature else ())]
+    fid = res.get("fidelity") or {}
+    for name, r in fid.get("frechet", {}).items():
+        lines.append(f"  Fréchet distance {name}: generated {r['fd_generated_real']:.1f}, real-vs-real floor "
+                     f"{r['fd_real_real']:.1f} (n = {r['n']})")
+    if fid.get("conditional"):
+        c = fid["conditional"]
+        lines.append(f"  conditional fidelity (balanced judge): {c['accuracy']:.3f} of the generated "
+                     f"{res['rare_class']} galaxies called so (its recall on real ones: {c['real_recall'] or 0:.3f})")
+    if fid.get("per_class"):
+        table = pd.DataFrame(fid["per_class"]).drop(columns=["ratio"]).to_string(index=False, float_format="%.3g")
+        lines += ["  per class (FD: Fréchet distance; accuracy: the judge's on generated, real_recall: on real):"]
+        lines += ["    " + line for line in table.splitlines()]
+    grid = fid.get("sampling") or {}
+    if grid.get("sampling_images_per_s"):
+        lines.append(f"  sampling: {grid['sampling_images_per_s']:.2f} images/s at {grid['steps']} steps, guidance "
+                     f"{grid['guidance']:g} (the generator's grid)")
+    return "\n".join(lines)
+
+
+def _arm_result(r: dict) -> str:
+    return " / ".join(f"{r[f'rare_{k}_mean']:.3f} ± {r[f'rare_{k}_std'] or 0:.3f}" for k in ("recall", "precision"))
 
 
 def summarise(table: pd.DataFrame, rare: str) -> list[dict]:

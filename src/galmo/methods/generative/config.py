@@ -60,6 +60,7 @@ class GeneratorConfig(Config):
     timesteps: int = option(1000, "diffusion steps of the noise schedule (squared-cosine betas)", cli=False)
     seed: int = seed_option()
     device: str = device_option()
+    threads: int | None = option(None, "torch threads (none: $GALMO_THREADS, else every core)", cli=False)
     precision: str = like_train("precision")
     resume: bool = option(False, HELP["resume"])
     checkpoint_minutes: float = like_train("checkpoint_minutes")
@@ -117,6 +118,14 @@ class AugmentConfig(Config):
     n_train: int = option(1000, "galaxies in the (imbalanced) training set")
     n_test_per_class: int = option(30, "galaxies per class in the balanced held-out set")
     n_generated: int = option(100, "generated images of the rare class added in the augmented arm")
+    n_reference_per_class: int = option(40, "galaxies per class in the balanced reference set (real side of the "
+                                        "fidelity measures; training set of the classifier that judges them)")
+    fidelity_per_class: int = option(20, "generated galaxies per class for the fidelity measures (0: none)")
+    rare_feature: str = option("none", "also run the rare-feature case: dust_lane = edge-on discs with a dust lane, "
+                               "rare (--rare-frac) in an edge-on training set, generated from their vote vectors by a "
+                               "vote-conditioned generator", choices=("none", "dust_lane"))
+    judge_epochs: int = option(30, "epochs of the classifier trained on the balanced reference set that judges the "
+                               "generated galaxies (8 epochs of 400 galaxies left it at chance)")
     generator_size: str = generator_size_option()
     generator_epochs: int = option(30, "epochs of the generator's training")
     classifier_epochs: int = option(8, "epochs of each classifier's training")
