@@ -207,10 +207,13 @@ def accuracy_coverage_curve(curves: dict, path, title: str = "accuracy vs covera
 
 @styled
 def curves_with_errors(curves: dict, path, xlabel: str, ylabel: str, title: str = "", logx: bool = False) -> Path:
-    """Lines with error bars; ``curves`` maps label → (x, y, yerr, dashed)."""
+    """Lines with error bars; ``curves`` maps label → (x, y, yerr, dashed, group): one colour per group."""
     fig, ax = subplots(figsize=(6.4, 4.2))
-    for label, (x, y, err, dashed) in curves.items():
-        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, ls="--" if dashed else "-", label=str(label))
+    colours = {}
+    for label, (x, y, err, dashed, group) in curves.items():
+        c = colours.setdefault(group, f"C{len(colours)}")
+        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, ls="--" if dashed else "-", color=c,
+                    label=str(label))
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)

@@ -160,6 +160,6 @@ def plot(summary: pd.DataFrame, path: Path) -> Path:
         grp = grp.sort_values("n_train")
         label = f"{model} ({'recipe' if recipe != 'none' else 'plain'})"
         curves[label] = (grp["n_train"].to_numpy(), grp["top1"].to_numpy(), grp["top1_std"].fillna(0).to_numpy(),
-                         recipe != "none")
+                         recipe != "none", model)
     return plots.curves_with_errors(curves, path, xlabel="training galaxies", ylabel="test top-1",
                                     title="accuracy vs training-set size", logx=True)
