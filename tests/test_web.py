@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -258,34 +257,20 @@ def test_serve_binds_loopback_and_warns_for_another_address(run, tmp_path, monke
 
 
 # ---------------------------------------------------------------- scale
-def test_list_pages_stay_fast_with_100k_galaxies(tmp_path):
-    n, k = 100_000, 10
-    rng = np.random.default_rng(0)
-    p = rng.dirichlet(np.full(k, 0.5), n).astype(np.float32)
-    ids = np.char.add("gal", np.arange(n).astype(str))
-    preds = pd.DataFrame({"id": ids, **{f"prob_{j}": p[:, j] for j in range(k)}, "pred_label": p.argmax(1),
-                          "confidence": p.max(1), "entropy": -(p * np.log(p + 1e-12)).sum(1)})
-    preds["pred_name"] = np.char.add("class", preds["pred_label"].astype(str).to_numpy().astype(str))
-    preds.to_parquet(tmp_path / "predictions.parquet", index=False)
-    pd.DataFrame({"id": ids, "group": rng.integers(0, 10, n), "agreement": rng.integers(1, 4, n)}).to_parquet(
-        tmp_path / "cluster_catalog.parquet", index=False)
-    client = TestClient(create_app([tmp_path], thumb_cache=tmp_path / "t"))
+def test_list_pages_are_paginated_with_100k_galaxies(tmp_path):
+    """Every list page of a 100,000-galaxy run answers with one page of cards (their latency is
+    measured by benchmarks/bench_web.py, not here)."""
+    from web_data import URLS, large_run
+
+    n = 100_000
+    client = TestClient(create_app([large_run(tmp_path, n)], thumb_cache=tmp_path / "t"))
     name = tmp_path.name
-    t0 = time.perf_counter()
-    assert client.get(f"/run/{name}/predictions").status_code == 200  # the first load reads the tables
-    first = time.perf_counter() - t0
-    urls = [f"/run/{name}/predictions?order=margin&page=1500", f"/run/{name}/predictions?order=entropy&page=2000",
-            f"/run/{name}/groups", f"/run/{name}/groups/4?page=150", f"/run/{name}/queue", "/galaxy/gal54321",
-            "/search?q=gal9999"]
-    for u in urls:
-        client.get(u)  # each order / index once
-    times = []
-    for u in urls:
-        t0 = time.perf_counter()
-        r = client.get(u)
-        times.append(time.perf_counter() - t0)
+    first = client.get(f"/run/{name}/predictions")
+    assert first.status_code == 200 and first.text.count('class="card"') == PAGE_SIZE
+    for u in URLS:
+        r = client.get(u.format(name=name))
         assert r.status_code == 200, u
-    assert first < 5 and max(times) < 0.5, (first, dict(zip(urls, times)))
+        assert r.text.count('class="card"') <= PAGE_SIZE, u
     assert client.get(f"/run/{name}/predictions?page=2084").text.count('class="card"') == n - PAGE_SIZE * 2083
 
 
