@@ -44,8 +44,8 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, cfg:
     from timm.data.mixup import Mixup, mixup_target
 
     lam = 1.0
-    x = x.clone()
     if cfg.mixing and len(x) % 2 == 0:
+        x = x.clone()
         mixer = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.prob, switch_prob=cfg.switch_prob,
                       mode="batch", label_smoothing=0.0, num_classes=num_classes or 1)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))

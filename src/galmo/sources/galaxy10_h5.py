@@ -272,3 +272,21 @@ def _str_list(raw) -> list[str]:
 
 def looks_like_galaxy10(path: Path) -> bool:
     return Path(path).suffix.lower() in (".h5", ".hdf5", ".hdf")
+
+
+def write_galaxy10(path, images: np.ndarray, ans, ids, columns: dict | None = None, attrs: dict | None = None) -> Path:
+    """Write a Galaxy10-schema HDF5 (what :class:`Galaxy10Source` reads), atomically: ``images`` (N, H, W, 3)
+    uint8 RGB, ``ans`` (N,) labels, ``ids`` (N,) str or bytes, ``columns`` per-galaxy datasets (N,) such as
+    vote fractions or a seed, ``attrs`` file attributes (``bands``, ``class_names``, ...)."""
+    import h5py
+
+    from galmo.core.io import atomic_path
+
+    ids = np.asarray([i if isinstance(i, bytes) else str(i).encode() for i in ids])
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("images", data=np.ascontiguousarray(images))
+        f["ans"], f["id"] = np.asarray(ans), ids
+        for k, v in (columns or {}).items():
+            f[k] = np.asarray(v)
+        f.attrs.update(attrs or {})
+    return Path(path)

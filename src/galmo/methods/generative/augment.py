@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galmo.core.io import atomic_path, write_json, write_text
+from galmo.core.io import write_json, write_text
 from galmo.core.schema import GALAXY10_CLASSES
 from galmo.methods.generative.config import AugmentConfig
 from galmo.methods.generative.run import class_index
@@ -68,11 +68,10 @@ def write_merged(out: Path, base: Path, extra: dict | None) -> Path:
     for k in parts:
         if extra is not None:  # ids keep their own width (bytes of any length); images and labels the base's type
             parts[k].append(np.asarray(extra[k]) if k == "id" else np.asarray(extra[k]).astype(parts[k][0].dtype))
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        for k, v in parts.items():
-            f[k] = np.concatenate(v)
-        f.attrs.update(attrs)
-    return out
+    from galmo.sources.galaxy10_h5 import write_galaxy10
+
+    images, ans, ids = (np.concatenate(parts[k]) for k in ("images", "ans", "id"))
+    return write_galaxy10(out, images, ans, ids, attrs=attrs)
 
 
 def _rare_rows(h5: Path, rare: int) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galmo.core.io import atomic_path, write_text
+from galmo.core.io import write_text
 from galmo.core.schema import ANSWER_COLUMNS
 
 # feature → (simulator class weights of the pool, truth column, class names without / with it)
@@ -44,12 +44,11 @@ def write_labelled(out: Path, pool: Path, rows: np.ndarray, labels: np.ndarray, 
     cat = open_source(pool).catalog.iloc[rows]
     with h5py.File(pool, "r") as f:
         images, ids = f["images"][()][rows], f["id"][()][rows]
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        f["images"], f["ans"], f["id"] = images, np.asarray(labels, np.int16), ids
-        for col in ANSWER_COLUMNS:
-            f[col] = cat[col].to_numpy(np.float64)
-        f.attrs["bands"], f.attrs["class_names"] = "grz", json.dumps(names)
-    return out
+    from galmo.sources.galaxy10_h5 import write_galaxy10
+
+    return write_galaxy10(out, images, np.asarray(labels, np.int16), ids,
+                          {col: cat[col].to_numpy(np.float64) for col in ANSWER_COLUMNS},
+                          {"bands": "grz", "class_names": json.dumps(names)})
 
 
 def feature_sets(cfg, folder: Path, px: int) -> tuple[Path, Path]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from galmo.core.errors import GalmoError
-from galmo.core.io import atomic_path, write_json
+from galmo.core.io import write_json
 from galmo.core.schema import ANSWER_COLUMNS, GALAXY10_CLASSES
 from galmo.methods.generative.config import GENERATED_PREFIX, GenerateConfig, GeneratorConfig
 from galmo.methods.generative.votes import check_votes, read_votes_file
@@ -278,28 +278,21 @@ def slug(text: str) -> str:
 def write_generated(out, images: np.ndarray, labels, conditions, seeds, block: dict, meta: dict,
                     votes: np.ndarray | None = None) -> Path:
     """A Galaxy10-schema HDF5 of generated images (N, C, H, W) in [0, 1], one condition and seed each."""
-    import h5py
+    from galmo.sources.galaxy10_h5 import write_galaxy10
 
     n, c = images.shape[:2]
     if c not in (1, 3):
         raise GalmoError(f"the Galaxy10 HDF5 schema stores 1 or 3 bands; this generator makes {c}")
     rgb = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)[:, ::-1].transpose(0, 2, 3, 1)  # bands → RGB
     ids = [f"{GENERATED_PREFIX}-{slug(t)}-s{int(s)}" for t, s in zip(conditions, seeds)]
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("images", data=np.ascontiguousarray(rgb))
-        f["ans"] = np.asarray(labels, dtype=np.int16)
-        f["id"] = np.array([i.encode() for i in ids])
-        f["condition"] = np.array([str(t).encode() for t in conditions])
-        f["seed"] = np.asarray(seeds, dtype=np.int64)
-        if votes is not None:
-            for k, col in enumerate(ANSWER_COLUMNS):
-                f[col] = np.broadcast_to(np.asarray(votes, np.float64).reshape(-1, len(ANSWER_COLUMNS))[:, k], (n,))
-        f.attrs["bands"] = "".join(block["bands"]) if all(len(b) == 1 for b in block["bands"]) else \
-            json.dumps(block["bands"])
-        f.attrs["class_names"] = json.dumps(block["class_names"])
-        f.attrs["generator"] = "galmo generate"
-        f.attrs["config"] = json.dumps(meta)
-    return Path(out)
+    columns = {"condition": np.array([str(t).encode() for t in conditions]), "seed": np.asarray(seeds, np.int64)}
+    if votes is not None:
+        v = np.asarray(votes, np.float64).reshape(-1, len(ANSWER_COLUMNS))
+        columns.update({col: np.broadcast_to(v[:, k], (n,)) for k, col in enumerate(ANSWER_COLUMNS)})
+    bands = "".join(block["bands"]) if all(len(b) == 1 for b in block["bands"]) else json.dumps(block["bands"])
+    return write_galaxy10(out, rgb, np.asarray(labels, np.int16), ids, columns,
+                          {"bands": bands, "class_names": json.dumps(block["class_names"]),
+                           "generator": "galmo generate", "config": json.dumps(meta)})
 
 
 # ---------------------------------------------------------------------------------------- demo

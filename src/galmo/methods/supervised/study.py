@@ -26,6 +26,7 @@ import pandas as pd
 
 from galmo.core.catalog import write_catalog
 from galmo.core.errors import GalmoError
+from galmo.core.io import write_json
 from galmo.methods.supervised.config import DataEfficiencyConfig
 
 # The models, as options of galmo train: the demo's rotinv settings; timm models at the loop's defaults.
@@ -68,14 +69,13 @@ def run_study(cfg: DataEfficiencyConfig, log=print) -> pd.DataFrame:
     from galmo.simulate import default_sample
     from galmo.sources import open_source
 
+    from galmo.methods.supervised.config import RECIPES
+
+    unknown = sorted(set(cfg.recipes) - {"none", *RECIPES})
+    if unknown:
+        raise GalmoError(f"unknown recipe {', '.join(unknown)}; known: none, {', '.join(RECIPES)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    for r in cfg.recipes:
-        if r != "none":
-            from galmo.methods.supervised.config import RECIPES
-
-            if r not in RECIPES:
-                raise GalmoError(f"unknown recipe {r!r}; known: none, {', '.join(RECIPES)}")
     src = open_source(cfg.data if cfg.data else default_sample())
     cfg.save(out, data_resolved=str(src.path))
     rows = []
@@ -112,8 +112,6 @@ def _one_run(cfg: DataEfficiencyConfig, src, folder: Path, opts: dict, log) -> d
            "train_images_per_s": round(sum(h["train_images_per_s"] or 0 for h in hist) / max(1, len(hist)), 1)}
     log(f"[study]   top-1 {res['top1']:.4f}, balanced {res['balanced_accuracy']:.4f}, {res['n_train']} training "
         f"galaxies, {res['train_seconds']:.0f} s")
-    from galmo.core.io import write_json
-
     write_json(done, res)
     return res
 
@@ -138,7 +136,6 @@ def best_per_fraction(summary: pd.DataFrame) -> dict:
 
 def finish(out: Path, table: pd.DataFrame) -> None:
     """The summary JSON, the report section (with its figure) and the report of a study folder."""
-    from galmo.core.io import write_json
     from galmo.methods.supervised import study_report
 
     summary = summarise(table)

@@ -31,7 +31,7 @@ class SupervisedTask:
         self.class_weights = class_weights  # (K,) tensor or None: weights of the training cross-entropy
         self.target = target
         self.augment_cfg = augment_cfg
-        self.mix_cfg = mix_cfg if mix_cfg is not None and (mix_cfg.mixing or mix_cfg.label_smoothing) else None
+        self.mix_cfg = mix_cfg
         self.n_classes = n_classes
 
     def loss(self, model, batch, generator):
