@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.galmo-installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev,web]"
+	$(PY) -m pip install -q -e ".[dev,web,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

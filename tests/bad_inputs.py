@@ -291,7 +291,7 @@ def command(verb: str, a: Assets, data: Path, out: Path) -> list[str]:
                   "--batch-size", "16", "--val-frac", "0.2", "--test-frac", "0.25", "--no-augment", *quiet],
         "predict": ["predict", "--run", str(a.run), "--data", d, "--out", o, *quiet],
         "evaluate": ["evaluate", "--run", str(a.run), "--data", d, "--split", "all", "--out", o, *quiet],
-        "pretrain": ["pretrain", "--data", d, "--out", o, "--epochs", "1", "--image-size", "32", "--batch-size",
+        "pretrain": ["pretrain", "--method", "astropt", "--data", d, "--out", o, "--epochs", "1", "--image-size", "32", "--batch-size",
                      "16", *quiet],
         "embed": ["embed", "--data", d, "--out", o, "--image-size", "32", "--batch-size", "16", *quiet],
         "similar": ["similar", "--emb", str(a.emb), "--id", a.first_id, "--data", d, "--out", o, "--top", "64"],

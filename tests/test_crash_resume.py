@@ -25,7 +25,7 @@ from galmo.nn.train import read_progress
 
 TRAIN = ["--model", "simple_cnn", "--width", "4", "--epochs", "3", "--batch-size", "8", "--checkpoint-every", "2",
          "--test-frac", "0", "--device", "cpu", "--no-progress"]
-PRETRAIN = ["--epochs", "2", "--batch-size", "8", "--max-images", "40", "--image-size", "16",
+PRETRAIN = ["--method", "astropt", "--epochs", "2", "--batch-size", "8", "--max-images", "40", "--image-size", "16",
             "--checkpoint-every", "2", "--device", "cpu", "--no-progress"]
 # the child: `galmo` on one thread, each training step slowed by 50 ms so that a kill lands mid-run
 CHILD = ("import sys, time; import galmo.nn.train as t; f = t._train_step; "

@@ -212,7 +212,7 @@ def test_cli_end_to_end(toy, tmp_path, capsys):
     from galmo.cli import main
 
     run = tmp_path / "pt"
-    assert main(["pretrain", "--data", str(toy), "--out", str(run), "--epochs", "2", "--photometry",
+    assert main(["pretrain", "--method", "astropt", "--data", str(toy), "--out", str(run), "--epochs", "2", "--photometry",
                  "--device", "cpu", "--batch-size", "32", "--patch-size", "8"]) == 0
     assert (run / "model.safetensors").exists() and (run / "config.json").exists()
     emb = tmp_path / "emb.parquet"
@@ -314,7 +314,7 @@ def test_pretrain_run_is_rerun_from_its_config(toy, tmp_path):
     from galmo.methods.embeddings.run import run_pretrain
     from galmo.nn.checkpoint import load_state_dict
 
-    cfg = PretrainConfig(data=str(toy), out=str(tmp_path / "a"), epochs=1, device="cpu", batch_size=32,
+    cfg = PretrainConfig(data=str(toy), out=str(tmp_path / "a"), objective="astropt", epochs=1, device="cpu", batch_size=32,
                          max_images=60, progress=False)
     s = run_pretrain(cfg)
     assert s["epochs_run"] == 1 and (tmp_path / "a" / "report.html").exists()

@@ -86,3 +86,123 @@ def test_numpy_and_torch_agree():
     np.testing.assert_allclose(conditional_from_cumulative(torch.tensor(cum)).numpy(),
                                conditional_from_cumulative(cum), rtol=1e-10)
     np.testing.assert_allclose(normalise_votes(torch.tensor(_vector(RAW))).numpy(), _vector(EXPECTED), rtol=1e-9)
+
+
+# ---------------------------------------------------------------- every campaign (galmo.core.schemas)
+# A copy of galaxy-datasets' answer columns (galaxy_datasets/shared/label_metadata.py: the "ortho" pairs),
+# written out here, not imported: galaxy-datasets pulls in lightning, torchaudio and datasets.
+def _cols(pairs: dict) -> list[str]:
+    return [q + a for q, answers in pairs.items() for a in answers.split()]
+
+
+GALAXY_DATASETS_PAIRS = {
+    "gz2": {"smooth-or-featured-gz2": "_smooth _featured-or-disk _artifact", "disk-edge-on-gz2": "_yes _no",
+            "has-spiral-arms-gz2": "_yes _no", "bar-gz2": "_yes _no",
+            "bulge-size-gz2": "_dominant _obvious _just-noticeable _no", "something-odd-gz2": "_yes _no",
+            "how-rounded-gz2": "_round _in-between _cigar", "bulge-shape-gz2": "_round _boxy _no-bulge",
+            "spiral-winding-gz2": "_tight _medium _loose",
+            "spiral-arm-count-gz2": "_1 _2 _3 _4 _more-than-4 _cant-tell"},
+    "decals-dr12": {"smooth-or-featured-dr12": "_smooth _featured-or-disk _artifact", "disk-edge-on-dr12": "_yes _no",
+                    "has-spiral-arms-dr12": "_yes _no", "bar-dr12": "_yes _no",
+                    "bulge-size-dr12": "_dominant _obvious _none",
+                    "how-rounded-dr12": "_completely _in-between _cigar-shaped",
+                    "edge-on-bulge-dr12": "_boxy _none _rounded", "spiral-winding-dr12": "_tight _medium _loose",
+                    "spiral-arm-count-dr12": "_1 _2 _3 _4 _more-than-4",
+                    "merging-dr12": "_neither _tidal-debris _both _merger"},
+    "decals-dr5": {"smooth-or-featured-dr5": "_smooth _featured-or-disk _artifact", "disk-edge-on-dr5": "_yes _no",
+                   "has-spiral-arms-dr5": "_yes _no", "bar-dr5": "_strong _weak _no",
+                   "bulge-size-dr5": "_dominant _large _moderate _small _none",
+                   "how-rounded-dr5": "_round _in-between _cigar-shaped", "edge-on-bulge-dr5": "_boxy _none _rounded",
+                   "spiral-winding-dr5": "_tight _medium _loose",
+                   "spiral-arm-count-dr5": "_1 _2 _3 _4 _more-than-4 _cant-tell",
+                   "merging-dr5": "_none _minor-disturbance _major-disturbance _merger"},
+    "hubble": {"smooth-or-featured-hubble": "_smooth _features _artifact",
+               "how-rounded-hubble": "_completely _in-between _cigar-shaped", "clumpy-appearance-hubble": "_yes _no",
+               "clump-count-hubble": "_1 _2 _3 _4 _5-plus _cant-tell", "disk-edge-on-hubble": "_yes _no",
+               "bulge-shape-hubble": "_rounded _boxy _none", "bar-hubble": "_yes _no",
+               "has-spiral-arms-hubble": "_yes _no", "spiral-winding-hubble": "_tight _medium _loose",
+               "spiral-arm-count-hubble": "_1 _2 _3 _4 _5-plus _cant-tell",
+               "bulge-size-hubble": "_none _just-noticeable _obvious _dominant",
+               "galaxy-symmetrical-hubble": "_yes _no", "clumps-embedded-larger-object-hubble": "_yes _no"},
+    "candels": {"smooth-or-featured-candels": "_smooth _features _artifact",
+                "how-rounded-candels": "_completely _in-between _cigar-shaped", "clumpy-appearance-candels": "_yes _no",
+                "clump-count-candels": "_1 _2 _3 _4 _5-plus _cant-tell", "disk-edge-on-candels": "_yes _no",
+                "edge-on-bulge-candels": "_yes _no", "bar-candels": "_yes _no", "has-spiral-arms-candels": "_yes _no",
+                "spiral-winding-candels": "_tight _medium _loose",
+                "spiral-arm-count-candels": "_1 _2 _3 _4 _5-plus _cant-tell", "bulge-size-candels": "_none _obvious _dominant",
+                "merging-candels": "_merger _tidal-debris _both _neither"},
+}
+GALAXY_DATASETS_PAIRS["decals-dr8"] = {q.replace("-dr5", "-dr8"): a for q, a in GALAXY_DATASETS_PAIRS["decals-dr5"].items()}
+# ... and the dependencies of two of them (decals_ortho_dependencies, gz2_ortho_dependencies)
+DR5_DEPENDENCIES = {"smooth-or-featured-dr5": None, "disk-edge-on-dr5": "smooth-or-featured-dr5_featured-or-disk",
+                    "has-spiral-arms-dr5": "disk-edge-on-dr5_no", "bar-dr5": "disk-edge-on-dr5_no",
+                    "bulge-size-dr5": "disk-edge-on-dr5_no", "how-rounded-dr5": "smooth-or-featured-dr5_smooth",
+                    "edge-on-bulge-dr5": "disk-edge-on-dr5_yes", "spiral-winding-dr5": "has-spiral-arms-dr5_yes",
+                    "spiral-arm-count-dr5": "has-spiral-arms-dr5_yes", "merging-dr5": None}
+GZ2_DEPENDENCIES = {"smooth-or-featured-gz2": None, "disk-edge-on-gz2": "smooth-or-featured-gz2_featured-or-disk",
+                    "has-spiral-arms-gz2": "smooth-or-featured-gz2_featured-or-disk",
+                    "bar-gz2": "smooth-or-featured-gz2_featured-or-disk",
+                    "bulge-size-gz2": "smooth-or-featured-gz2_featured-or-disk",
+                    "how-rounded-gz2": "smooth-or-featured-gz2_smooth", "bulge-shape-gz2": "disk-edge-on-gz2_yes",
+                    "spiral-winding-gz2": "has-spiral-arms-gz2_yes", "spiral-arm-count-gz2": "has-spiral-arms-gz2_yes",
+                    "something-odd-gz2": None}
+
+
+@pytest.mark.parametrize("name", sorted(GALAXY_DATASETS_PAIRS))
+def test_schema_columns_match_galaxy_datasets(name):
+    from galmo.core.schema import get_schema
+
+    s = get_schema(name)
+    assert s.label_cols == _cols(GALAXY_DATASETS_PAIRS[name]) and s.votes == "counts"
+    assert [q.name for q in s.questions] == list(GALAXY_DATASETS_PAIRS[name])
+    deps = {"decals-dr5": DR5_DEPENDENCIES, "decals-dr8": {q.replace("-dr5", "-dr8"): d and d.replace("-dr5", "-dr8")
+                                                           for q, d in DR5_DEPENDENCIES.items()},
+            "gz2": GZ2_DEPENDENCIES}.get(name)
+    if deps:
+        assert {q.name: q.parent for q in s.questions} == deps
+
+
+def test_schema_sizes_and_names():
+    from galmo.core.schema import get_schema
+    from galmo.core.schemas import SCHEMA_NAMES
+
+    sizes = {n: (len(get_schema(n).questions), len(get_schema(n).label_cols)) for n in SCHEMA_NAMES}
+    assert sizes == {"gz2-kaggle": (11, 37), "gz2": (10, 30), "decals-dr12": (10, 30), "decals-dr5": (10, 34),
+                     "decals-dr8": (10, 34), "hubble": (13, 40), "candels": (12, 38)}
+    assert get_schema("gz2-kaggle").label_cols == ANSWER_COLUMNS
+    with pytest.raises(Exception, match="unknown Galaxy Zoo schema 'dr5'.*decals-dr5"):
+        get_schema("dr5")
+
+
+@pytest.mark.parametrize("name", ["gz2-kaggle", "gz2", "decals-dr12", "decals-dr5", "decals-dr8", "hubble", "candels"])
+def test_every_schema_is_a_tree_covering_each_answer_once(name):
+    """Each answer column belongs to exactly one question; each question hangs from one answer of
+    another question (or from nobody); following the parents from any question reaches a root."""
+    from galmo.core.schema import get_schema
+
+    s = get_schema(name)
+    owner = {}
+    for qi, q in enumerate(s.questions):
+        for c in q.columns:
+            assert c not in owner, f"{c} is an answer of two questions"
+            owner[c] = qi
+    assert len(owner) == len(s.label_cols) == sum(b - a for a, b in s.slices)
+    assert sorted(s.order) == list(range(len(s.questions)))  # every question once, parents first
+    for qi, q in enumerate(s.questions):
+        seen, cur = {qi}, q
+        while cur.parent is not None:
+            assert cur.parent in owner, f"{cur.name} depends on {cur.parent}, not an answer of {name}"
+            parent = owner[cur.parent]
+            assert parent not in seen, f"{q.name}: the dependencies loop"
+            seen.add(parent)
+            assert s.order.index(parent) < s.order.index(owner[cur.columns[0]])
+            cur = s.questions[parent]
+    assert any(q.parent is None for q in s.questions)
+    # the tree's arithmetic: cumulative fractions from random counts sum, per question, to the parent weight
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 20, (5, len(s.label_cols))).astype(float)
+    cum = s.cumulative_from_counts(counts)
+    w = s.question_weights(cum)
+    for qi, (a, b) in enumerate(s.slices):
+        reached = counts[:, a:b].sum(1) > 0
+        np.testing.assert_allclose(cum[reached, a:b].sum(1), w[reached, qi], rtol=1e-9)

@@ -103,6 +103,8 @@ def check_out(args: argparse.Namespace) -> None:
     """Check the verb's ``--out`` before any work: each verb declares what it writes with
     ``set_defaults(out_kind="dir")`` (a run folder) or ``"file"``; see :func:`galmo.core.io.check_output`."""
     kind, out = getattr(args, "out_kind", None), getattr(args, "out", None)
+    if callable(kind):  # what --out names depends on another flag (--engine ray: a folder of shards)
+        kind = kind(args)
     if kind is not None and out is not None:
         from galmo.core.io import check_output
 

@@ -11,11 +11,13 @@ from galmo.methods.embeddings.config import EmbedConfig, OutliersConfig, Pretrai
 
 def register(sub) -> None:
     from galmo.cli import add_verb
+    from galmo.cli.engine import add_engine
 
-    add_verb(sub, "pretrain", "pretrain an AstroPT-like patch transformer on unlabelled images", PretrainConfig,
+    add_verb(sub, "pretrain", "self-supervised pretraining on unlabelled images: contrastive (a timm backbone) or astropt (a patch transformer)", PretrainConfig,
              cmd_pretrain, out_kind="dir", required=("data", "out"))
-    add_verb(sub, "embed", "embed every galaxy of a source with any encoder", EmbedConfig, cmd_embed,
-             out_kind="file", required=("data", "out"))
+    p = add_verb(sub, "embed", "embed every galaxy of a source with any encoder", EmbedConfig, cmd_embed,
+                 out_kind="file", required=("data", "out"))
+    add_engine(p, "file")
     add_verb(sub, "similar", "nearest neighbours by cosine similarity (faiss); give --id or --image", SimilarConfig,
              cmd_similar, out_kind="file", required=("emb",))
     add_verb(sub, "outliers", "anomaly score per galaxy (IsolationForest + LOF grid, rank-normalised)",
@@ -54,6 +56,10 @@ def run_config(path, out=None) -> int:
 def cmd_embed(args) -> int:
     from galmo.methods.embeddings.run import run_embed
 
+    if args.engine == "ray":
+        from galmo.cli.engine import run_on_ray
+
+        return run_on_ray("embed", EmbedConfig.from_args(args), args)
     r = run_embed(EmbedConfig.from_args(args))
     speed = r["meta"]["images_per_s"]
     print(f"wrote {r['path']}: {r['n']} embeddings of dimension {r['dim']}"

@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # testing the resume
     p = add_verb(sub, "predict", "probabilities / vote fractions per galaxy, with TTA and triage", PredictConfig,
                  cmd_predict, out_kind="file", required=("run", "data", "out"))
+    from galmo.cli.engine import add_engine
+
+    add_engine(p, "file")  # --engine ray: a folder of Parquet shards
     g = p.add_mutually_exclusive_group()
     g.add_argument("--triage", type=float, default=None, metavar="COVERAGE",
                    help="auto-classify this fraction (most confident); list the rest for experts (default: none)")
@@ -81,22 +84,27 @@ def _set_backend(name: str) -> None:
 
 def cmd_predict(args) -> int:
     from galmo.core.catalog import write_catalog
-    from galmo.methods.supervised.run import predict, triage, write_triage
+    from galmo.methods.supervised.run import format_predictions, predict, triage, write_triage
     from galmo.sources import as_source
     from galmo.sources.base import report_rejected
 
     cfg = PredictConfig.from_args(args)
+    if args.engine == "ray":
+        from galmo.cli.engine import run_on_ray
+
+        return run_on_ray("predict", cfg, args)
     _set_backend(cfg.backend)
     src = as_source(cfg.data, cfg.on_error)
     preds = predict(list(cfg.run), src, tta=cfg.tta, batch_size=cfg.batch_size, device=cfg.device,
-                    progress=cfg.progress)
+                    progress=cfg.progress, framing=cfg.framing, crop_frac=cfg.crop_frac)
     if args.triage is not None or args.threshold is not None:
         auto, thr = triage(preds, coverage=args.triage, threshold=args.threshold)
         preds["auto_classified"] = auto
         files = write_triage(preds, auto, cfg.out, src)
         print(f"triage: {int(auto.sum())} auto-classified (confidence ≥ {thr:.4g}), {int((~auto).sum())} for "
               f"expert inspection: {files['expert_csv']}")
-    write_catalog(preds, Path(cfg.out))
+    write_catalog(format_predictions(preds, list(cfg.run), cfg.format), Path(cfg.out),
+                  require_id=cfg.format == "galmo")
     print(f"{len(preds)} predictions → {cfg.out}")
     report_rejected(src, cfg.out, "file")
     return 0
@@ -108,5 +116,5 @@ def cmd_evaluate(args) -> int:
     cfg = EvaluateConfig.from_args(args)
     _set_backend(cfg.backend)
     evaluate(list(cfg.run), cfg.data, split=cfg.split, tta=cfg.tta, device=cfg.device, out=cfg.out,
-             batch_size=cfg.batch_size, progress=cfg.progress)
+             batch_size=cfg.batch_size, progress=cfg.progress, framing=cfg.framing, crop_frac=cfg.crop_frac)
     return 0

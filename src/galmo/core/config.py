@@ -226,6 +226,11 @@ HELP = {
     "backend": "inference engine: auto (ONNX Runtime on CPU, PyTorch on CUDA), torch or onnx (ONNX Runtime; "
                "a model that does not export runs with PyTorch, with a warning)",
     "checkpoint_minutes": "save the resumable state at least every this many minutes (and at epoch ends)",
+    "framing": "how images of another size reach the model's input (galmo.core.resample): resize (centre-crop "
+               "to its aspect ratio, antialiased bilinear: the galaxy fills the same fraction of the frame) or "
+               "crop (pixel scale kept: centre-crop, or zero-pad)",
+    "crop_frac": "keep the central fraction of each image's side before --framing (1: the whole frame; 0.5 "
+                 "zooms in 2x)",
 }
 
 
@@ -258,3 +263,13 @@ BACKENDS = ("auto", "torch", "onnx")
 
 def backend_option():
     return option("auto", HELP["backend"], choices=BACKENDS)
+
+
+def framing_option(none: str = "the model's, recorded when it was trained"):
+    """``--framing`` (:mod:`galmo.core.resample`); None: ``none``."""
+    return option(None, f"{HELP['framing']} (none: {none})", choices=("resize", "crop"))
+
+
+def crop_frac_option(none: str = "the model's, recorded when it was trained"):
+    """``--crop-frac`` (:mod:`galmo.core.resample`); None: ``none``."""
+    return option(None, f"{HELP['crop_frac']} (none: {none})")

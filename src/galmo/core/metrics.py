@@ -107,24 +107,21 @@ def vote_rmse(pred, true) -> float:
     return float(np.sqrt(np.mean(d ** 2)))
 
 
-def high_agreement_accuracy(pred, true, threshold: float = 0.8, min_weight: float = 0.5) -> dict:
-    """Dieleman et al.'s "high agreement" check on cumulative vote fractions (N, 37).
+def high_agreement_accuracy(pred, true, threshold: float = 0.8, min_weight: float = 0.5, schema="gz2-kaggle") -> dict:
+    """Dieleman et al.'s "high agreement" check on cumulative vote fractions (N, answers of ``schema``).
 
     For each question, galaxies whose (true) question weight is ≥ ``min_weight`` and whose top
     conditional answer exceeds ``threshold``: is the predicted top answer the same? Returns the
     accuracy over Q1 alone, over all such (galaxy, question) pairs, and the counts.
     """
-    from galmo.core.schema import (
-        QUESTION_SLICES,
-        conditional_from_cumulative,
-        parent_weights,
-    )
+    from galmo.core.schema import get_schema
 
+    s = get_schema(schema)
     pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
-    cp, ct, w = conditional_from_cumulative(pred), conditional_from_cumulative(true), parent_weights(true)
+    cp, ct, w = s.shares(pred), s.shares(true), s.question_weights(true)
     hits = n = 0
     out = {}
-    for qi, (a, b) in enumerate(QUESTION_SLICES):
+    for qi, (a, b) in enumerate(s.slices):
         sel = (w[:, qi] >= min_weight) & (ct[:, a:b].max(1) > threshold)
         h = int((cp[sel, a:b].argmax(1) == ct[sel, a:b].argmax(1)).sum())
         hits, n = hits + h, n + int(sel.sum())

@@ -48,27 +48,33 @@ def tta_period(model: nn.Module) -> float:
     return 45.0 if type(model).__name__ == "RotInvNet" else 90.0
 
 
-def predictions(out: torch.Tensor, target: str) -> torch.Tensor:
-    """Raw network outputs → class probabilities (softmax) or tree-consistent vote fractions."""
-    return out.softmax(1) if target == "class" else normalise_votes(out)
+def predictions(out: torch.Tensor, target: str, votes=None) -> torch.Tensor:
+    """Raw network outputs → class probabilities (softmax) or tree-consistent vote fractions; with a
+    :class:`galmo.nn.tasks.votes.VoteObjective` ``votes``, what it averages (fractions or concentrations)."""
+    if target == "class":
+        return out.softmax(1)
+    return normalise_votes(out) if votes is None else votes.outputs(out)
 
 
 class TTAEnsemble(nn.Module):
     """Predictions of ``models`` on a batch: each member's averaged over its ``tta`` transforms
     (:func:`tta_transforms` with the member's :func:`tta_period`), then averaged over the members."""
 
-    def __init__(self, models, target: str, tta: int = 1):
+    def __init__(self, models, target: str, tta: int = 1, votes=None):
         super().__init__()
         self.members = nn.ModuleList(models)
         self.target = target
+        self.votes = votes  # the vote head's VoteObjective (schema, loss); None: the Kaggle table, mse
         self.transforms = [tta_transforms(tta, period=tta_period(m)) for m in self.members]
 
-    def extra_repr(self) -> str:  # part of the ONNX cache key: the transforms change the graph
-        return f"target={self.target!r}, transforms={self.transforms}"
+    def extra_repr(self) -> str:  # part of the ONNX cache key: the transforms and the vote head change the graph
+        head = "" if self.votes is None else f", votes={self.votes.schema.name}/{self.votes.kind}"
+        return f"target={self.target!r}, transforms={self.transforms}{head}"
 
     def member_mean(self, model: nn.Module, x: torch.Tensor, tfs) -> torch.Tensor:
         """One member's predictions averaged over the transforms ``tfs``."""
-        return sum(predictions(model(apply_transform(x, k, angle)), self.target) for k, angle in tfs) / len(tfs)
+        return sum(predictions(model(apply_transform(x, k, angle)), self.target, self.votes)
+                   for k, angle in tfs) / len(tfs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sum(self.member_mean(m, x, tfs) for m, tfs in zip(self.members, self.transforms)) / len(self.members)

@@ -16,7 +16,8 @@ with GalaxyID + Class1.1..Class11.6
 of them
 folder of ``*.png`` / ``*.jpg`` (or of class sub-folders)  :mod:`~galmo.sources.folder`
 catalog (``.parquet``/``.csv``/FITS table) with ``id``    FITS or PNG/JPEG reader, one file per row
-and ``path`` (or ``file``) columns
+and ``path`` (or ``file``) columns, or zoobot's           (:mod:`~galmo.sources.zoobot`: vote counts
+``id_str`` and ``file_loc``                               of a Galaxy Zoo campaign, totals added)
 ========================================================  ===========================================
 
 Every reader refuses duplicate ids (``catalog has 2 duplicate ids (e.g. 'x')``) and checks declared
@@ -38,8 +39,9 @@ from galmo.sources.base import FileSource, Source, label_columns, write_rejected
 FORMATS = ("galaxy10", "gz2", "fits", "folder", "catalog")
 SUPPORTED = ("a Galaxy10-schema HDF5 file (.h5, .hdf5); a Galaxy Zoo 2 folder with training_solutions_rev1.csv "
              "(or that CSV); a FITS image (.fits, .fit, .fits.gz) or a folder of them; a folder of PNG/JPEG "
-             "images; a catalog (.parquet, .csv, FITS table) with 'id' and 'path' (or 'file') columns")
-PATH_COLUMNS = ("path", "file", "filename")
+             "images; a catalog (.parquet, .csv, FITS table) with 'id' and 'path' (or 'file') columns, or a zoobot / "
+             "galaxy-datasets catalog with 'id_str' and 'file_loc'")
+PATH_COLUMNS = ("path", "file", "file_loc", "filename")
 
 __all__ = ["open_source", "as_source", "read_rows", "detect_format", "Source", "FileSource", "write_rejected",
            "FORMATS", "SUPPORTED"]
@@ -146,11 +148,14 @@ def open_catalog_source(path, on_error: str = "raise", size=None, fit: str = "re
     from galmo.sources.fits import FitsSource, is_fits_name
     from galmo.sources.folder import ImageFolderSource, is_image_name
 
+    from galmo.sources.zoobot import add_vote_totals, as_galmo_catalog
+
     path = Path(path)
-    df = read_catalog(path)
+    df = add_vote_totals(as_galmo_catalog(read_catalog(path, require_id=False), path))
     col = next((c for c in PATH_COLUMNS if c in df.columns), None)
     if col is None:
-        raise GalmoError(f"catalog has no 'path' or 'file' column naming each image file (columns: "
+        raise GalmoError(f"catalog has no 'path' or 'file' column (nor zoobot's 'file_loc') naming each image "
+                         f"file (columns: "
                          f"{', '.join(map(str, df.columns))})", path=path)
     files = [_resolve(p, path.parent) for p in df[col].astype(str)]
     is_fits = np.array([is_fits_name(f) for f in files])

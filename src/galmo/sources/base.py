@@ -218,6 +218,17 @@ class FileSource(Source):
 
     workers: int = min(4, os.cpu_count() or 1)
     fit: str = "resize"
+    crop_frac: float = 1.0
+
+    def framed(self, size, fit: str = "resize", crop_frac: float = 1.0) -> "FileSource":
+        """This source with every file read straight to ``size`` = (H, W) by the one resampling rule
+        (:mod:`galmo.core.resample`: ``fit``, ``crop_frac``), one resampling from the file's own
+        pixels (the verbs use it for a model's input); same catalog, same list of bad items."""
+        import copy
+
+        new = copy.copy(self)
+        new._shape, new.fit, new.crop_frac = (self.shape[0], int(size[0]), int(size[1])), fit, float(crop_frac)
+        return new
 
     def _read_rows(self, pos, kind, skip):
         refs = self.catalog["ref"].to_numpy()
@@ -229,7 +240,7 @@ class FileSource(Source):
                 if img.shape[0] != self.shape[0]:
                     raise BadInput(f"has {img.shape[0]} bands, expected {self.shape[0]} "
                                    f"({', '.join(self.bands)})", path=refs[p])
-                return fit_to_size(img, (h, w), self.fit), None
+                return fit_to_size(img, (h, w), self.fit, self.crop_frac), None
             except BadInput as e:
                 if not skip:
                     raise
@@ -279,40 +290,17 @@ def thread_map(fn: Callable, items: Sequence, workers: int) -> list:
         return list(pool.map(fn, items))
 
 
-def fit_to_size(img: np.ndarray, size: tuple[int, int], fit: str = "resize") -> np.ndarray:
-    """Bring a (C, H, W) float32 image to ``size`` = (H, W).
+def fit_to_size(img: np.ndarray, size: tuple[int, int], fit: str = "resize", crop_frac: float = 1.0) -> np.ndarray:
+    """Bring a (C, H, W) float32 image to ``size`` = (H, W) by THE resampling rule of every verb
+    (:func:`galmo.core.resample.frame_images`): ``'resize'`` centre-crops to the target aspect ratio
+    and resamples (antialiased bilinear: local averages, so surface brightness is kept, not total
+    flux); ``'crop'`` keeps the pixel scale (centre-crop larger images, zero-pad smaller ones);
+    ``crop_frac`` < 1 keeps the central fraction of each side first."""
+    from galmo.core.resample import frame_images
 
-    ``'resize'``: centre-crop to the target aspect ratio, then resample (Pillow, antialiased
-    bilinear: pixel values are local averages, so surface brightness is kept, not total flux).
-    ``'crop'``: keep the pixel scale: centre-crop larger images, zero-pad smaller ones.
-    """
-    c, h, w = img.shape
-    th, tw = size
-    if (h, w) == (th, tw):
-        return img
-    if fit == "crop":
-        out = np.zeros((c, th, tw), np.float32)
-        sh, sw = min(h, th), min(w, tw)
-        y0, x0 = (h - sh) // 2, (w - sw) // 2
-        Y0, X0 = (th - sh) // 2, (tw - sw) // 2
-        out[:, Y0:Y0 + sh, X0:X0 + sw] = img[:, y0:y0 + sh, x0:x0 + sw]
-        return out
-    if fit != "resize":
+    if fit not in ("resize", "crop"):
         raise ValueError(f"fit must be 'resize' or 'crop', got {fit!r}")
-    from PIL import Image
-
-    # centre-crop to the target aspect ratio
-    if h * tw > w * th:
-        ch = max(1, round(w * th / tw))
-        y0 = (h - ch) // 2
-        img = img[:, y0:y0 + ch]
-    elif h * tw < w * th:
-        cw = max(1, round(h * tw / th))
-        x0 = (w - cw) // 2
-        img = img[:, :, x0:x0 + cw]
-    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(b, np.float32), mode="F")
-                         .resize((tw, th), Image.Resampling.BILINEAR)) for b in img]
-    return np.stack(planes).astype(np.float32, copy=False)
+    return frame_images(img, size, fit, crop_frac)
 
 
 def parse_size(size) -> tuple[int, int] | None:

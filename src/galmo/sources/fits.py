@@ -26,6 +26,7 @@ NaN-only images and ``nan_frac`` are known before any batch is read.
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,9 @@ FITS_EXTS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.f
 _AUX_EXTNAME = re.compile(r"^(MASK|SEG|SEGM|SEGMAP|SEGMENTATION|WHT|WEIGHT|IVAR|INVVAR|ERR|ERROR|SIGMA|"
                           r"VAR|VARIANCE|RMS|NOISE|DQ|FLAG|FLAGS|PSF|EXP|EXPTIME|CTX|CON|HDRTAB)\b", re.I)
 _BAND_KEYS = ("FILTER", "BAND", "FILTNAM", "FILTNAM1")
+# warnings.catch_warnings swaps process-wide state: two reader threads inside it at once restore each
+# other's, leaving every later warning recorded into a dead list (never shown). One at a time.
+_CATCH_LOCK = threading.Lock()
 
 
 def is_fits_name(name) -> bool:
@@ -65,7 +69,7 @@ def read_fits_image(path) -> tuple[np.ndarray, tuple[str, ...]]:
     from astropy.io import fits
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with _CATCH_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
                 check_declared_size(hdul, path)

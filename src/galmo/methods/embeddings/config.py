@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from galmo.core.config import (HELP, Config, backend_option, batch_size_option, data_option, device_option, on_error_option, option,
-                               progress_option, seed_option)
+from galmo.core.config import (HELP, Config, backend_option, batch_size_option, crop_frac_option, data_option,
+                               device_option, framing_option, on_error_option, option, progress_option, seed_option)
 
 # the patch transformer's sizes (galmo.nn.models.patch_transformer.SIZES; repeated here to keep torch out)
 MODEL_SIZES = ("tiny", "small", "base", "large")
 INDEX_METHODS = ("auto", "exact", "pq", "hnsw", "ivf")
+PRETRAIN_METHODS = ("astropt", "contrastive")
+DEFAULT_LR = {"astropt": 1e-3, "contrastive": 3e-4}
 DEFAULT_ENCODER = "tf_efficientnet_lite0"
 
 
@@ -46,17 +48,30 @@ def out_option(help_: str):
 
 @dataclass
 class PretrainConfig(Config):
-    """``galmo pretrain``: an AstroPT-like patch transformer pretrained on unlabelled images."""
+    """``galmo pretrain``: self-supervised pretraining on unlabelled images — an AstroPT-like patch
+    transformer (next-patch prediction) or a contrastive (SimCLR-style) backbone."""
 
     method = "pretrain"
     data: str | None = data_option()
     out: str | None = out_option("run folder, e.g. runs/astropt-tiny")
-    model_size: str = option("tiny", "patch-transformer size (width, depth, heads)", choices=MODEL_SIZES)
+    objective: str = option("contrastive", "astropt: next-patch prediction with a patch transformer; contrastive: "
+                                       "SimCLR's loss over two observing views of each galaxy (any rotation, flip, "
+                                       "shift, zoom, blur, noise at the image's own level, gain, colours) with a "
+                                       "timm backbone", choices=PRETRAIN_METHODS, flag="method")
+    model_size: str = option("tiny", "patch-transformer size (width, depth, heads); astropt only", choices=MODEL_SIZES)
+    backbone: str = option(DEFAULT_ENCODER, HELP["backbone"] + "; contrastive only")
+    weights: str | None = option("offline", _shared("weights", "the backbone's initial weights")
+                                 + "; contrastive only: offline continues from the ImageNet weights "
+                                   "(domain-adaptive pretraining), none trains from scratch")
+    temperature: float = option(0.2, "NT-Xent temperature; contrastive only")
+    invariant: bool = option(True, "embed as the mean over the 8 rotations by 90° and flips of the square; contrastive "
+                                    "only", flag="dihedral-mean")
     epochs: int = option(10, HELP["epochs"])
-    lr: float = option(1e-3, HELP["lr"])
-    patch_size: int = option(8, "patch side in pixels (all bands of a patch are one token)")
-    image_size: tuple[int, ...] | None = option(None, HELP["image_size"] + "; square only (none: the image side "
-                                                                          "rounded down to a multiple of --patch-size)")
+    lr: float | None = option(None, HELP["lr"] + " (none: 1e-3 for astropt, 3e-4 for contrastive)")
+    patch_size: int = option(8, "patch side in pixels (all bands of a patch are one token); astropt only")
+    image_size: tuple[int, ...] | None = option(None, HELP["image_size"] + "; square only (none: astropt the image "
+                                                                          "side rounded down to a multiple of "
+                                                                          "--patch-size, contrastive 96)")
     photometry: bool = option(False, "chain photometry tokens (magnitudes and colours from the catalog's "
                                      "flux_<band>/mag_<band> columns)")
     phot_names: tuple[str, ...] | None = option(None, "photometry tokens (none: one magnitude per band and the "
@@ -65,7 +80,8 @@ class PretrainConfig(Config):
     val_frac: float = option(0.1, _shared("val_frac", "fraction of the images held out to validate the loss")
                              + "; none below 20 images")
     augment: bool = option(True, _shared("augment", "augment the training images on the fly")
-                           + "; random flips and transposes (the 8 symmetries of the square)")
+                           + "; astropt: random flips and transposes (the 8 symmetries of the square); "
+                             "contrastive always draws its views")
     resume: bool = option(False, HELP["resume"])
     checkpoint_every: int = option(0, _shared("checkpoint_every", CHECKPOINT_EVERY_HELP), metavar="STEPS")
     checkpoint_minutes: float = option(5.0, _shared("checkpoint_minutes", CHECKPOINT_MINUTES_HELP), metavar="MIN")
@@ -93,6 +109,8 @@ class EmbedConfig(Config):
                           + "; timm backbones only")
     tokens: str = option("all", "patch transformers with photometry tokens: average all tokens, or the image "
                                 "tokens only (no photometry needed)", choices=("all", "image"))
+    framing: str | None = framing_option("the encoder's: recorded with a galmo model, else resize")
+    crop_frac: float | None = crop_frac_option("the encoder's: recorded with a galmo model, else 1")
     device: str = device_option()
     backend: str = backend_option()
     batch_size: int = batch_size_option(128)
@@ -112,7 +130,7 @@ class SimilarConfig(Config):
     data: str | None = source_option("for the montage")
     out: str | None = out_option("write the table (.csv/.parquet) and a montage PNG beside it (none: print only)")
     index_method: str = option("auto", "faiss index: exact up to 100 000 vectors, else PQ fast-scan + exact re-rank "
-                                "(auto), or one of them, hnsw, ivf", choices=INDEX_METHODS, flag="method")
+                                "(auto), or one of them, hnsw, ivf", choices=INDEX_METHODS)
     rebuild: bool = option(False, "rebuild the index saved beside the embeddings")
 
 
@@ -159,10 +177,13 @@ class StudyConfig(Config):
     cnn: bool = option(True, "train the supervised CNN baseline")
     pt_epochs: int | None = option(None, "pretraining epochs (none: 20, or 1 when quick)")
     lite0_size: int | None = option(None, "EfficientNet-Lite0 input pixels (none: 96, or 32 when quick)")
+    contrastive: bool = option(True, "also pretrain and compare the contrastive encoder (Lite0 from ImageNet)")
+    cl_epochs: int | None = option(None, "contrastive pretraining epochs (none: 2, or 1 when quick)")
     progress: bool = option(False, HELP["progress"])
 
     def resolved(self) -> "StudyConfig":
         """The settings actually used: ``quick`` and the "none" defaults applied."""
         c = self.replace(pt_epochs=self.pt_epochs or (1 if self.quick else 20),
-                         lite0_size=self.lite0_size or (32 if self.quick else 96))
+                         lite0_size=self.lite0_size or (32 if self.quick else 96),
+                         cl_epochs=self.cl_epochs or (1 if self.quick else 2))
         return c.replace(folds=2, cnn_folds=1, fractions=(0.1, 1.0)) if self.quick else c

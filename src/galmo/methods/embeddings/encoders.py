@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from galmo.core.errors import GalmoError
+from galmo.core.resample import Framing, Resampler, fit_source
 from galmo.methods.embeddings.photometry import photometry_table
 
 TOKENS = ("all", "image")
@@ -35,6 +36,15 @@ class EmbeddingModel:
     size: int | tuple | None = None  # timm input size (int or (height, width)); None: native
     device: str = "cpu"
     tokens: str = "all"            # patch transformers: "all" tokens or "image" tokens only
+    input_shape: tuple | None = None  # (C or None: any bands, H, W) the images are resampled to
+    framing: Framing = field(default_factory=Framing)  # how (galmo.core.resample), the model's record
+
+    def fitted(self, src=None, framing: Framing | None = None) -> tuple:
+        """(source, resampler): THE resampling rule from ``src``'s images to this encoder's input
+        (:func:`galmo.core.resample.fit_source`, said once); (src, None) when it takes any size."""
+        if self.input_shape is None:
+            return src, None
+        return fit_source(src, self.input_shape, framing or self.framing)
 
     def module(self):
         """The embedding of one batch as one ``nn.Module`` (patch transformers and checkpoints:
@@ -44,9 +54,13 @@ class EmbeddingModel:
 
         return FeatureEmbedder(self.model, self.tokens)
 
-    def encode_batches(self, batches) -> np.ndarray:
+    def encode_batches(self, batches, fit: Resampler | None = None) -> np.ndarray:
         """Embeddings of an iterator of ``(images,)`` or ``(images, photometry)`` batches, one forward
-        pass per batch, concatenated."""
+        pass per batch, concatenated; the images brought to the input by ``fit`` (default
+        :meth:`fitted`)."""
+        fit = fit or self.fitted()[1]
+        if fit is not None:
+            batches = ((fit(b[0]), *b[1:]) for b in batches)
         if self.kind == "timm":
             from galmo.nn.backbones import encode
 
@@ -55,10 +69,10 @@ class EmbeddingModel:
 
         return infer(self.module(), batches, device=self.device)
 
-    def encode(self, images: np.ndarray, phot: np.ndarray | None = None) -> np.ndarray:
+    def encode(self, images: np.ndarray, phot: np.ndarray | None = None, fit: Resampler | None = None) -> np.ndarray:
         """Embeddings of one array of images (one forward pass)."""
         batch = (images,) if phot is None or self.kind == "timm" else (images, phot)
-        return self.encode_batches(iter([batch]))
+        return self.encode_batches(iter([batch]), fit)
 
 
 def load_encoder(spec: str | os.PathLike, device: str = "cpu", weights: str | None = "offline",
@@ -77,12 +91,15 @@ def load_encoder(spec: str | os.PathLike, device: str = "cpu", weights: str | No
     if path.exists() or os.sep in str(spec):
         raise GalmoError("not a galmo checkpoint folder (expected model.safetensors + config.json) "
                          "and not a timm model name", path=path)
-    from galmo.nn.backbones import create_backbone
+    from galmo.nn.backbones import create_backbone, data_config
 
     weights = None if weights in (None, "none") else weights
     size = _image_size(size)
     model = create_backbone(str(spec), weights=weights, num_classes=0).eval()
-    return EmbeddingModel(str(spec), "timm", model, int(model.num_features), size=size, device=device)
+    side = size or data_config(model)["input_size"][-1]
+    hw = (side, side) if np.isscalar(side) else tuple(side)
+    return EmbeddingModel(str(spec), "timm", model, int(model.num_features), size=size, device=device,
+                          input_shape=(None, *hw))
 
 
 def _image_size(size):
@@ -105,16 +122,23 @@ def _load_checkpoint_encoder(path: Path, name: str, device: str, tokens: str) ->
             raise GalmoError(f"--tokens must be 'all' or 'image', got {tokens!r}")
         names = list(model.phot_names) if tokens == "all" else []
         return EmbeddingModel(name, "patch_transformer", model, model.num_features, names, device=device,
-                              tokens=tokens)
+                              tokens=tokens, input_shape=(model.in_chans, model.img_size, model.img_size),
+                              framing=Framing.from_dict(cfg.get("framing")))
     if not hasattr(model, "forward_features"):
         raise GalmoError(f"model {cfg['model']['name']!r} has no forward_features: cannot embed with it", path=path)
     dim = int(getattr(model, "num_features", 0) or 0)
-    return EmbeddingModel(name, "checkpoint", model, dim, device=device)
+    sup, kw = cfg.get("supervised") or {}, cfg["model"].get("kwargs", {})
+    shape = sup.get("shape") or ((kw.get("in_chans"), kw["img_size"], kw["img_size"]) if "img_size" in kw else None)
+    return EmbeddingModel(name, "checkpoint", model, dim, device=device, input_shape=tuple(shape) if shape else None,
+                          framing=Framing.from_dict(sup.get("framing") or cfg.get("framing")))
 
 
-def embed_source(encoder: EmbeddingModel, src, batch_size: int = 128,
-                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, embeddings (N, d) float32) for every galaxy of ``src``, one batch in memory at a time."""
+def embed_source(encoder: EmbeddingModel, src, batch_size: int = 128, progress: bool = True,
+                 fit: Resampler | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, embeddings (N, d) float32) for every galaxy of ``src``, one batch in memory at a time,
+    brought to the encoder's input by ``fit`` (default: :meth:`EmbeddingModel.fitted`, said once)."""
+    if fit is None:
+        src, fit = encoder.fitted(src)
     cat = src.catalog
     phot_all = photometry_table(cat, encoder.phot_names) if encoder.phot_names else None
     positions = []
@@ -124,7 +148,7 @@ def embed_source(encoder: EmbeddingModel, src, batch_size: int = 128,
             positions.append(pos)
             yield (images,) if phot_all is None else (images, phot_all[pos])
 
-    X = encoder.encode_batches(batches())
+    X = encoder.encode_batches(batches(), fit)
     if not positions:
         raise GalmoError("no images to embed", path=getattr(src, "path", None))
     ids = cat["id"].astype(str).to_numpy()[np.concatenate(positions)]

@@ -21,7 +21,7 @@ import pandas as pd
 
 from galmo.core.catalog import write_catalog
 from galmo.core.errors import GalmoError
-from galmo.methods.embeddings.config import (DEFAULT_ENCODER, EmbedConfig, OutliersConfig, PretrainConfig,
+from galmo.methods.embeddings.config import (DEFAULT_ENCODER, DEFAULT_LR, EmbedConfig, OutliersConfig, PretrainConfig,
                                              ProbeConfig, SimilarConfig, StudyConfig)
 from galmo.sources import read_rows
 
@@ -85,35 +85,58 @@ def _square(size) -> int | None:
     return sides.pop() if sides else None
 
 
+def _astropt_setup(src, cfg: PretrainConfig) -> tuple:
+    """(tensors, model name, model kwargs, task) of the patch transformer's next-patch pretraining."""
+    from galmo.nn.tasks.pretrain import PretrainTask
+
+    tensors, names = _pretrain_tensors(src, cfg)
+    c, h, w = tensors[0].shape[1:]
+    kwargs = {"in_chans": int(c), "img_size": _square(cfg.image_size) or min(h, w) // cfg.patch_size * cfg.patch_size,
+              "patch_size": cfg.patch_size, "size": cfg.model_size, "n_phot": len(names), "phot_names": names}
+    return tensors, "patch_transformer", kwargs, PretrainTask(augment=cfg.augment, normalised=True)
+
+
+def _contrastive_setup(src, cfg: PretrainConfig) -> tuple:
+    """(tensors, model name, model kwargs, task) of the contrastive pretraining of a timm backbone."""
+    import torch
+
+    from galmo.nn.tasks.contrastive import ContrastiveTask
+
+    _, images = load_images(src, max_images=cfg.max_images, seed=cfg.seed, progress=cfg.progress)
+    weights = None if cfg.weights in (None, "none") else cfg.weights
+    kwargs = {"backbone": cfg.backbone, "weights": weights, "in_chans": int(images.shape[1]),
+              "img_size": _square(cfg.image_size) or 96, "invariant": cfg.invariant}
+    return [torch.from_numpy(images)], "contrastive_encoder", kwargs, ContrastiveTask(cfg.temperature)
+
+
 def pretrain(src, out, cfg: PretrainConfig | None = None) -> dict:
-    """Pretrain a patch transformer on ``src`` (no labels used) into the run folder ``out``; its
+    """Self-supervised pretraining on ``src`` (no labels used) into the run folder ``out``: the patch
+    transformer (``cfg.objective`` "astropt") or a contrastive backbone ("contrastive"); its
     config.json is the checkpoint's and also holds ``cfg`` (``galmo run`` re-runs it)."""
     import torch
 
     from galmo.core.config import library_versions
     from galmo.nn.models import create
-    from galmo.nn.tasks.pretrain import PretrainTask
     from galmo.nn.train import TrainConfig, fit
 
     cfg = (cfg or PretrainConfig()).replace(out=str(out))
     cfg = cfg if cfg.data else cfg.replace(data=str(getattr(src, "path", "")) or None)
-    tensors, names = _pretrain_tensors(src, cfg)
-    c, h, w = tensors[0].shape[1:]
-    kwargs = {"in_chans": int(c), "img_size": _square(cfg.image_size) or min(h, w) // cfg.patch_size * cfg.patch_size,
-              "patch_size": cfg.patch_size, "size": cfg.model_size, "n_phot": len(names), "phot_names": names}
+    setup = _contrastive_setup if cfg.objective == "contrastive" else _astropt_setup
+    tensors, name, kwargs, task = setup(src, cfg)
     torch.manual_seed(cfg.seed)  # the initial weights follow --seed
-    model = create("patch_transformer", **kwargs)
-    if names:
+    model = create(name, **kwargs)
+    if kwargs.get("n_phot"):
         model.set_photometry_stats(tensors[1].numpy())
     train_set, val_set = _split(tensors, cfg.val_frac, cfg.seed)
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device=cfg.device,
-                       progress=cfg.progress, weight_decay=0.05, warmup_frac=0.1,
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr or DEFAULT_LR[cfg.objective],
+                       seed=cfg.seed, device=cfg.device, progress=cfg.progress, weight_decay=0.05, warmup_frac=0.1,
                        checkpoint_every=cfg.checkpoint_every, checkpoint_minutes=cfg.checkpoint_minutes)
     extra = {"method": cfg.method, "config": cfg.to_dict(), "versions": library_versions(),
-             "data": str(getattr(src, "path", "")), "n_images": len(tensors[0]), "task": "pretrain"}
+             "data": str(getattr(src, "path", "")), "n_images": len(tensors[0]), "task": "pretrain",
+             "objective": cfg.objective}
     t0 = time.perf_counter()
-    summary = fit(model, train_set, val_set, PretrainTask(augment=cfg.augment, normalised=True), tcfg, out,
-                  model_name="patch_transformer", model_kwargs=kwargs, resume=cfg.resume, extra_config=extra)
+    summary = fit(model, train_set, val_set, task, tcfg, out, model_name=name, model_kwargs=kwargs,
+                  resume=cfg.resume, extra_config=extra)
     summary["seconds"] = time.perf_counter() - t0
     summary["history_first_loss"] = summary["history"][0]["train_loss"] if summary["history"] else None
     return summary
@@ -140,44 +163,53 @@ def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
 
 # ====================================================================== embed
 def embed(encoder, src, batch_size: int = 128, device: str = "cpu", image_size=None, progress: bool = True,
-          weights: str | None = "offline", tokens: str = "all"):
+          weights: str | None = "offline", tokens: str = "all", framing: str | None = None,
+          crop_frac: float | None = None):
     """(ids, embeddings, metadata) of every galaxy of ``src`` with the encoder ``encoder`` (a run
-    folder or a timm name)."""
-    from galmo.methods.embeddings.encoders import embed_source, load_encoder
+    folder, a timm name, or an encoder :func:`~galmo.methods.embeddings.encoders.load_encoder` gave).
+    Images reach its input by :mod:`galmo.core.resample` (the encoder's recorded framing, or
+    ``framing`` / ``crop_frac``), said once and recorded in the metadata."""
+    from galmo.methods.embeddings.encoders import EmbeddingModel, embed_source, load_encoder
 
-    enc = load_encoder(encoder, device=device, size=image_size, weights=weights, tokens=tokens)
+    enc = encoder if isinstance(encoder, EmbeddingModel) else load_encoder(encoder, device=device, size=image_size,
+                                                                             weights=weights, tokens=tokens)
+    framed = enc.framing.override(framing, crop_frac)
+    framed_src, fit = enc.fitted(src, framed)
     t0 = time.perf_counter()
-    ids, X = embed_source(enc, src, batch_size=batch_size, progress=progress)
+    ids, X = embed_source(enc, framed_src, batch_size=batch_size, progress=progress, fit=fit)
     dt = time.perf_counter() - t0
-    meta = {"model": str(encoder), "encoder_kind": enc.kind, "dim": int(X.shape[1]),
+    meta = {"model": enc.name, "encoder_kind": enc.kind, "dim": int(X.shape[1]),
             "photometry_tokens": enc.phot_names, "tokens": enc.tokens, "data": str(getattr(src, "path", "")),
             "images_per_s": len(ids) / dt if dt > 0 else None,
             "embedding": "mean of final hidden states over all tokens" if enc.kind == "patch_transformer"
             else "pooled backbone features"}
     if enc.kind == "timm":
         meta["image_size"] = enc.size  # so a query image (galmo similar --image) is embedded the same way
+    meta["framing"] = framed.to_dict()  # ... and framed the same way
     return ids, X, meta
 
 
-def run_embed(cfg: EmbedConfig, log=print) -> dict:
+def run_embed(cfg: EmbedConfig, log=print, source=None, encoder=None) -> dict:
     """``galmo embed``: the embeddings .parquet (+ ``<stem>.rejected.csv`` beside it when items were
-    skipped, said through ``log``)."""
+    skipped, said through ``log``, written first: the list of a complete output is never missing).
+    ``source``/``encoder``: already opened/loaded ones instead of ``cfg.data``/``cfg.encoder`` (the
+    Ray engine's actors load the encoder once and call this for each shard)."""
     from galmo.methods.embeddings.store import write_embeddings
     from galmo.sources import as_source
+    from galmo.sources.base import report_rejected
 
     _require(cfg, "data", "out")
     from galmo.nn.infer import set_backend
 
     set_backend(cfg.backend)
-    src = as_source(cfg.data, cfg.on_error)
-    ids, X, meta = embed(cfg.encoder, src, batch_size=cfg.batch_size, device=cfg.device, image_size=cfg.image_size,
-                         progress=cfg.progress, weights=cfg.weights, tokens=cfg.tokens)
+    src = source if source is not None else as_source(cfg.data, cfg.on_error)
+    ids, X, meta = embed(encoder or cfg.encoder, src, batch_size=cfg.batch_size, device=cfg.device,
+                         image_size=cfg.image_size, progress=cfg.progress, weights=cfg.weights, tokens=cfg.tokens,
+                         framing=cfg.framing, crop_frac=cfg.crop_frac)
     cat = src.catalog.set_index(src.catalog["id"].astype(str))
     extra = cat.loc[ids, [c for c in ("label", "label_name") if c in cat.columns]]
-    write_embeddings(cfg.out, ids, X, meta, extra=extra)
-    from galmo.sources.base import report_rejected
-
     report_rejected(src, cfg.out, "file", log)
+    write_embeddings(cfg.out, ids, X, meta, extra=extra)
     return {"path": cfg.out, "n": len(ids), "dim": int(X.shape[1]), "meta": meta}
 
 
@@ -201,7 +233,11 @@ def _query_vector(emb, image: str) -> np.ndarray:
                        tokens=emb.meta.get("tokens", "all"))
     if enc.phot_names:
         raise GalmoError("--image: this model needs photometry tokens; query by --id instead")
-    return enc.encode(open_source(image).read([0], kind="image"))[0]
+    from galmo.core.resample import Framing
+
+    framing = Framing.from_dict(emb.meta["framing"]) if "framing" in emb.meta else None  # as the embeddings were
+    src, fit = enc.fitted(open_source(image), framing)
+    return enc.encode(src.read([0], kind="image"), fit=fit)[0]
 
 
 def run_similar(cfg: SimilarConfig) -> dict:

@@ -22,6 +22,7 @@ from galmo.methods.embeddings.config import PretrainConfig, StudyConfig
 from galmo.methods.embeddings.probe import CNN_NAME
 
 LITE0 = "tf_efficientnet_lite0"
+CONTRASTIVE = "contrastive (Lite0 from ImageNet)"
 FIGURES = ("embeddings_map.png", "embeddings_neighbours.png", "embeddings_outliers.png")
 
 
@@ -95,8 +96,8 @@ def _run(st: _Study, t_start: float) -> dict:
 
 
 # ---------------------------------------------------------------------- pretrain and embed
-def _pretrained(run: Path, src, st: _Study, photometry: bool) -> Path:
-    """Reuse ``run`` when it holds a finished pretraining, else pretrain a tiny model into it."""
+def _pretrained(run: Path, src, st: _Study, cfg: PretrainConfig) -> Path:
+    """Reuse ``run`` when it holds a finished pretraining, else pretrain into it with ``cfg``."""
     from galmo.methods.embeddings.run import pretrain
     from galmo.nn.train import read_progress
 
@@ -106,19 +107,29 @@ def _pretrained(run: Path, src, st: _Study, photometry: bool) -> Path:
             return run
     except GalmoError:  # an unreadable training state: pretrain again
         pass
-    cfg = PretrainConfig(model_size="tiny", epochs=st.cfg.pt_epochs, photometry=photometry, device="cpu",
-                         batch_size=64, lr=1.5e-3, max_images=256 if st.cfg.quick else None,
-                         progress=st.cfg.progress)
-    pretrain(src, run, cfg)
+    pretrain(src, run, cfg.replace(device="cpu", max_images=256 if st.cfg.quick else None, progress=st.cfg.progress))
     return run
 
 
-def _cached_embeddings(path: Path, meta: dict, run: Path, n: int):
+def _pretrain_runs(st: _Study, has_phot: bool) -> dict:
+    """Name → pretrained run folder: the tiny patch transformer (with photometry tokens when the
+    catalog has fluxes) and, unless switched off, the contrastive Lite0 continued from ImageNet."""
+    pt = PretrainConfig(objective="astropt", model_size="tiny", epochs=st.cfg.pt_epochs, photometry=has_phot, batch_size=64, lr=1.5e-3)
+    runs = {"patch transformer (tiny)": _pretrained(st.out / ("pt_tiny_phot" if has_phot else "pt_tiny"), st.src,
+                                                    st, pt)}
+    if st.cfg.contrastive:
+        cl = PretrainConfig(objective="contrastive", epochs=st.cfg.cl_epochs, batch_size=64,
+                            image_size=(st.cfg.lite0_size,))
+        runs[CONTRASTIVE] = _pretrained(st.out / "contrastive", st.src, st, cl)
+    return runs
+
+
+def _cached_embeddings(path: Path, meta: dict, run: Path | None, n: int):
     """Reuse embeddings written by an earlier demo when model, tokens, data and size match and the
-    file is newer than the pretrained weights."""
+    file is newer than the pretrained weights (``run``; None for an encoder without training)."""
     from galmo.methods.embeddings.store import read_embeddings
 
-    if not path.exists() or path.stat().st_mtime < (run / "model.safetensors").stat().st_mtime:
+    if not path.exists() or (run is not None and path.stat().st_mtime < (run / "model.safetensors").stat().st_mtime):
         return None
     try:
         e = read_embeddings(path)
@@ -129,14 +140,17 @@ def _cached_embeddings(path: Path, meta: dict, run: Path, n: int):
     return e.ids, e.X
 
 
-def _encoders(run: Path, has_phot: bool, lite0_size: int) -> dict:
+def _encoders(runs: dict, has_phot: bool, lite0_size: int) -> dict:
     """Name → (encoder spec, tokens) of every encoder compared; the first is the patch transformer.
     One pretraining (with photometry tokens when the catalog has fluxes): its embedding without
     photometry is the mean over the image tokens only (causal: they never see the photometry)."""
+    run = runs["patch transformer (tiny)"]
     encoders = {"patch transformer (tiny)": (run, "image")}
     if has_phot:
         encoders["patch transformer (tiny) + photometry tokens"] = (run, "all")
     encoders[f"EfficientNet-Lite0 (ImageNet, {lite0_size}px)"] = (LITE0, "all")
+    if CONTRASTIVE in runs:
+        encoders[CONTRASTIVE] = (runs[CONTRASTIVE], "all")
     return encoders
 
 
@@ -149,13 +163,13 @@ def _embed_all(st: _Study) -> tuple[dict, np.ndarray, Path]:
     src = st.src
     has_phot = bool(default_photometry_names(src.catalog, getattr(src, "bands", None)))
     t0 = time.perf_counter()
-    run = _pretrained(st.out / ("pt_tiny_phot" if has_phot else "pt_tiny"), src, st, has_phot)
+    runs = _pretrain_runs(st, has_phot)
     st.tick("pretrain", t0)
     embs = {}
-    for k, (name, (spec, tokens)) in enumerate(_encoders(run, has_phot, st.cfg.lite0_size).items()):
+    for k, (name, (spec, tokens)) in enumerate(_encoders(runs, has_phot, st.cfg.lite0_size).items()):
         t0 = time.perf_counter()
         meta = {"model": str(spec), "encoder": name, "tokens": tokens, "data": str(getattr(src, "path", ""))}
-        cached = _cached_embeddings(st.out / f"emb_{k}.parquet", meta, run, len(src))
+        cached = _cached_embeddings(st.out / f"emb_{k}.parquet", meta, None if spec == LITE0 else spec, len(src))
         if cached is not None:
             ids, X = cached
         else:
@@ -165,7 +179,7 @@ def _embed_all(st: _Study) -> tuple[dict, np.ndarray, Path]:
             write_embeddings(st.out / f"emb_{k}.parquet", ids, X, meta)
         embs[name] = X
         st.tick(f"embed {name}", t0)
-    return embs, np.asarray(ids), run
+    return embs, np.asarray(ids), runs["patch transformer (tiny)"]
 
 
 # ---------------------------------------------------------------------- the measurements
@@ -255,12 +269,12 @@ def _outliers(st: _Study, embs: dict, ccat: pd.DataFrame) -> tuple[list[dict], d
 
 # ---------------------------------------------------------------------- figures
 def _figures(st: _Study, embs: dict, ids: np.ndarray, ccat: pd.DataFrame, labels, scores: dict) -> None:
-    """The map, the neighbours and the outliers of the patch-transformer embeddings (FIGURES)."""
+    """The map, the neighbours and the outliers of the contrastive embeddings (else the patch transformer's) (FIGURES)."""
     from galmo import plots
     from galmo.methods.embeddings.figures import map2d
 
     t0 = time.perf_counter()
-    pt_name = next(iter(embs))
+    pt_name = CONTRASTIVE if CONTRASTIVE in embs else next(iter(embs))
     Xpt = embs[pt_name]
     xy = map2d(Xpt, st.cfg.quick)
     if labels is not None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from galmo.core.config import (HELP, Config, backend_option, batch_size_option, data_option, device_option, on_error_option,
-                               option, progress_option, seed_option)
+from galmo.core.config import (HELP, Config, backend_option, batch_size_option, crop_frac_option, data_option,
+                               device_option, framing_option, on_error_option, option, progress_option, seed_option)
+from galmo.core.schemas import SCHEMA_NAMES
 
 ASTROFORMERS = tuple(f"astroformer-{s}" for s in ("tiny", "small", "0", "1", "2", "3", "4", "5"))
 MODELS = ("rotinv", "simple_cnn", "timm_classifier", *ASTROFORMERS)
@@ -21,6 +22,14 @@ MODELS = ("rotinv", "simple_cnn", "timm_classifier", *ASTROFORMERS)
 RECIPES = {"astroformer": {"mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1, "drop_rate": 0.1,
                            "drop_path": 0.1, "policy_ops": 2}}
 TARGETS = ("class", "votes")  # = galmo.nn.tasks.classify.TARGETS (that module imports torch)
+VOTE_LOSSES = ("mse", "dirichlet")  # = galmo.nn.tasks.votes.VOTE_LOSSES
+SCHEMA_HELP = ("the Galaxy Zoo decision tree of the votes: gz2-kaggle (the 37 cumulative fractions Class1.1 .. "
+               "Class11.6, what the simulator writes), or the vote counts of galaxy-datasets / zoobot catalogs: gz2, "
+               "decals-dr12, decals-dr5, decals-dr8, hubble, candels; auto: the one whose columns the data has")
+VOTE_LOSS_HELP = ("votes target: mse of the cumulative vote fractions (Dieleman et al. 2015) or dirichlet (zoobot's "
+                  "Dirichlet-multinomial likelihood of the vote counts: predictions get concentrations and an "
+                  "uncertainty)")
+PREDICT_FORMATS = ("galmo", "zoobot")
 PRECISIONS = ("fp32", "bf16", "fp16")
 VAL_FRAC_HELP = "fraction of the images held out to validate the loss; it picks the best epoch and stops early"
 TEST_FRAC_HELP = "fraction of the galaxies held out for the final test"
@@ -45,7 +54,9 @@ class SupervisedConfig(Config):
                         "timm_classifier (any timm backbone) or astroformer-SIZE (the hybrid conv-transformer; "
                         "tiny and small train on a laptop CPU, 0–5 are the published sizes)", choices=MODELS,
                         metavar="MODEL")
-    target: str = option("class", "Galaxy10 class or the 37 Galaxy Zoo vote fractions", choices=TARGETS)
+    target: str = option("class", "Galaxy10 class or the Galaxy Zoo votes (of --schema)", choices=TARGETS)
+    schema: str = option("auto", SCHEMA_HELP, choices=("auto",) + SCHEMA_NAMES)
+    vote_loss: str = option("mse", VOTE_LOSS_HELP, choices=VOTE_LOSSES)
     backbone: str | None = option(None, "timm model name; timm_classifier only (none: the offline "
                                   "tf_efficientnet_lite0)")
     weights: str | None = option("auto", "the backbone's initial weights: offline (packaged), FILE (.safetensors "
@@ -125,7 +136,13 @@ class PredictConfig(Config):
     run: tuple[str, ...] = option((), RUN_HELP, metavar="RUN")
     data: str = data_option()
     out: str = option(None, "output .parquet or .csv (same id column)")
+    format: str = option("galmo", "columns of the output: galmo (id, probabilities or vote fractions, confidence, "
+                         "...) or zoobot (id_str and zoobot / galaxy-datasets names: <answer>_fraction, and "
+                         "<answer>_concentration for a dirichlet run), which their code reads unchanged",
+                         choices=PREDICT_FORMATS)
     tta: int = option(1, TTA_HELP)
+    framing: str | None = framing_option()
+    crop_frac: float | None = crop_frac_option()
     batch_size: int = batch_size_option(256)
     device: str = device_option()
     backend: str = backend_option()
@@ -145,6 +162,8 @@ class EvaluateConfig(Config):
     out: str | None = option(None, "folder for metrics, figures and report; needed for an ensemble, whose "
                              "members must not have trained on the test split (train them with --split-from) "
                              "(none: the run folder)")
+    framing: str | None = framing_option()
+    crop_frac: float | None = crop_frac_option()
     batch_size: int = batch_size_option(256)
     device: str = device_option()
     backend: str = backend_option()

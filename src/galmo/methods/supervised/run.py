@@ -39,7 +39,8 @@ import torch
 from galmo.core.catalog import write_catalog
 from galmo.core.errors import GalmoError
 from galmo.core.io import read_json, write_json
-from galmo.core.schema import ANSWER_COLUMNS, QUESTION_SLICES
+from galmo.core.resample import Framing, Resampler, catalog_pxscale, fit_source
+from galmo.core.schema import ANSWER_COLUMNS, Schema, detect_schema, get_schema
 from galmo.methods.supervised.config import ASTROFORMERS, MODELS, TARGETS, SupervisedConfig  # noqa: F401
 from galmo.nn import checkpoint as ckpt
 from galmo.nn.augment import AugmentConfig
@@ -53,23 +54,49 @@ READ_CHUNK = 2048  # galaxies read from a source at a time when predicting (boun
 
 
 # ---------------------------------------------------------------------------------------- data
-def targets_of(src, target: str, rows: np.ndarray | None = None):
-    """Labels (int64) or cumulative vote fractions (float32, N×37) of ``rows``; GalmoError when missing."""
+def targets_of(src, target: str, rows: np.ndarray | None = None, schema="gz2-kaggle", vote_loss: str = "mse"):
+    """Labels (int64) of ``rows``, or their votes (float32, N × answers of ``schema``): cumulative
+    fractions for ``vote_loss="mse"``, counts for ``"dirichlet"``; GalmoError when missing."""
     cat = src.catalog if rows is None else src.catalog.iloc[rows]
     if target == "class":
         if "label" not in cat.columns:
             raise GalmoError("--target class needs labels, but this source has no 'label' column", path=src.path)
         return cat["label"].to_numpy(dtype=np.int64)
-    missing = [c for c in ANSWER_COLUMNS if c not in cat.columns]
+    return vote_targets(src, cat, get_schema(schema), vote_loss)
+
+
+def resolve_schema(src, name: str = "auto") -> Schema:
+    """``--schema``: the named one, or (``auto``) the one whose answer columns the source's catalog has
+    (the Kaggle GZ2 table when none)."""
+    return get_schema(detect_schema(src.catalog.columns) or "gz2-kaggle" if name == "auto" else name)
+
+
+def vote_targets(src, cat: pd.DataFrame, schema: Schema, vote_loss: str) -> np.ndarray:
+    """The votes of catalog rows ``cat`` for ``vote_loss`` (see :func:`targets_of`). A missing answer
+    column is an error naming it; Dirichlet on a fractions table needs the volunteers per galaxy
+    (``n_volunteers``, which the simulator writes)."""
+    missing = schema.missing(cat.columns)
     if missing:
-        raise GalmoError(f"--target votes needs the 37 Galaxy Zoo vote-fraction columns; missing {missing[:3]}"
-                         f"{' ...' if len(missing) > 3 else ''}", path=src.path)
-    return cat[ANSWER_COLUMNS].to_numpy(dtype=np.float32)
+        more = f" (and {len(missing) - 1} more: {', '.join(missing[1:4])}{' ...' if len(missing) > 4 else ''})" \
+            if len(missing) > 1 else ""
+        raise GalmoError(f"no vote column '{missing[0]}'{more}: --target votes with the {schema.name} schema needs "
+                         f"its {len(schema.label_cols)} answer columns ({schema.label_cols[0]} .. "
+                         f"{schema.label_cols[-1]}); pick the catalog's campaign with --schema", path=src.path)
+    v = cat[schema.label_cols].to_numpy(dtype=np.float64)
+    if schema.votes == "counts":
+        return (v if vote_loss == "dirichlet" else schema.cumulative_from_counts(v)).astype(np.float32)
+    if vote_loss == "mse":
+        return v.astype(np.float32)
+    if "n_volunteers" not in cat.columns:
+        raise GalmoError(f"--vote-loss dirichlet needs vote counts: the {schema.name} table holds cumulative fractions "
+                         "and the catalog has no n_volunteers column to turn them into counts (use --vote-loss mse)",
+                         path=src.path)
+    return np.rint(v * cat["n_volunteers"].to_numpy(np.float64)[:, None]).astype(np.float32)
 
 
-def usable_rows(src, target: str) -> np.ndarray:
+def usable_rows(src, target: str, schema="gz2-kaggle", vote_loss: str = "mse") -> np.ndarray:
     """Catalog rows with a known target (label ≥ 0, or finite votes)."""
-    y = targets_of(src, target)
+    y = targets_of(src, target, schema=schema, vote_loss=vote_loss)
     ok = (y >= 0) if target == "class" else np.isfinite(y).all(1)
     return np.flatnonzero(ok)
 
@@ -136,10 +163,11 @@ def read_images(src, rows: np.ndarray, kind: str = "image", chunk: int = 512) ->
 # ---------------------------------------------------------------------------------------- models
 def model_kwargs(model: str, *, target: str, n_classes: int, in_chans: int, image_size, backbone: str | None = None,
                  weights: str | None = "auto", width: int | None = None, downsample: int | None = None,
-                 drop_rate: float | None = None, drop_path: float = 0.0) -> dict:
+                 drop_rate: float | None = None, drop_path: float = 0.0, n_votes: int = len(ANSWER_COLUMNS)) -> dict:
     """Registry kwargs for ``model`` (``rotinv``, ``simple_cnn``, ``timm_classifier``, ``astroformer-*``);
-    ``image_size``: H or (H, W); ``drop_path``: stochastic depth, for the models that have it."""
-    n_out = len(ANSWER_COLUMNS) if target == "votes" else n_classes
+    ``image_size``: H or (H, W); ``drop_path``: stochastic depth, for the models that have it; ``n_votes``:
+    the outputs of the votes target (its schema's answers)."""
+    n_out = n_votes if target == "votes" else n_classes
     size = tuple(image_size) if isinstance(image_size, (tuple, list)) else (int(image_size),) * 2
     if drop_path and model in ("rotinv", "simple_cnn"):
         raise GalmoError(f"--drop-path: the {model} model has no stochastic depth (astroformer and timm models do)")
@@ -279,22 +307,25 @@ def _training_source(data, cfg: SupervisedConfig):
 class _TrainingData:
     """The galaxies a run trains, validates and tests on: catalog rows, ids, targets, classes."""
 
-    def __init__(self, rows, ids, y, n_classes, class_names):
+    def __init__(self, rows, ids, y, n_classes, class_names, schema=None):
         self.rows, self.ids, self.y, self.n_classes, self.class_names = rows, ids, y, n_classes, class_names
+        self.schema = schema  # the votes target's Schema (None for classes)
 
     @classmethod
     def select(cls, src, cfg: SupervisedConfig) -> "_TrainingData":
-        rows = usable_rows(src, cfg.target)
+        schema = resolve_schema(src, cfg.schema) if cfg.target == "votes" else get_schema("gz2-kaggle")
+        rows = usable_rows(src, cfg.target, schema, cfg.vote_loss)
         if cfg.max_images and len(rows) > cfg.max_images:
             rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, cfg.max_images, replace=False))
         if len(rows) < 10:
             raise GalmoError(f"only {len(rows)} galaxies with a known {cfg.target}: too few to train", path=src.path)
-        y = targets_of(src, cfg.target, rows)
+        y = targets_of(src, cfg.target, rows, schema, cfg.vote_loss)
         n_classes, names = 0, None
         if cfg.target == "class":
             n_classes = int(max(y.max() + 1, len(src.class_names or [])))
             names = list(src.class_names) if src.class_names else [str(k) for k in range(n_classes)]
-        return cls(rows, src.catalog["id"].astype(str).to_numpy()[rows], y, n_classes, names)
+        return cls(rows, src.catalog["id"].astype(str).to_numpy()[rows], y, n_classes, names,
+                   schema if cfg.target == "votes" else None)
 
 
 def _split(data: _TrainingData, cfg: SupervisedConfig, out: Path):
@@ -366,7 +397,7 @@ def _build_model(cfg: SupervisedConfig, kw: dict):
 
     torch.manual_seed(cfg.seed)
     net = create(cfg.model, **kw)
-    if cfg.target == "votes":  # start every answer positive so normalise_votes' ReLU is not dead at init
+    if cfg.target == "votes" and cfg.vote_loss == "mse":  # every answer positive: normalise_votes' ReLU alive
         lin = _last_linear(net)
         if lin is not None and lin.bias is not None:
             torch.nn.init.constant_(lin.bias, 0.1)
@@ -381,7 +412,8 @@ def _fit(cfg: SupervisedConfig, src, data: _TrainingData, train_set, val_set, ou
     weights = None if cfg.weights in (None, "none") else cfg.weights
     kw = model_kwargs(cfg.model, target=cfg.target, n_classes=data.n_classes, in_chans=c, image_size=(h, w),
                       backbone=cfg.backbone, weights=weights, width=cfg.width, downsample=cfg.downsample,
-                      drop_rate=cfg.resolved("drop_rate"), drop_path=cfg.resolved("drop_path"))
+                      drop_rate=cfg.resolved("drop_rate"), drop_path=cfg.resolved("drop_path"),
+                      n_votes=len(data.schema.label_cols) if data.schema else len(ANSWER_COLUMNS))
     net = _build_model(cfg, kw)
     if cfg.init_from and not cfg.resume:
         kw = _init_from(net, kw, Path(cfg.init_from), cfg, (c, h, w))
@@ -389,11 +421,14 @@ def _fit(cfg: SupervisedConfig, src, data: _TrainingData, train_set, val_set, ou
     sup = {"target": cfg.target, "class_names": data.class_names, "n_classes": data.n_classes, "kind": cfg.kind,
            "source": str(src.path), "val_frac": cfg.val_frac, "test_frac": cfg.test_frac, "seed": cfg.seed,
            "augment": aug.to_dict() if aug else None, "mix": mix.to_dict() if mix else None, "model": cfg.model,
-           "shape": [c, h, w]}
+           "shape": [c, h, w], "framing": Framing(getattr(src, "fit", "resize"),
+                                                  pxscale=catalog_pxscale(src.catalog)).to_dict()}
     saved = cfg.replace(data=str(src.path), out=str(out), resume=False, stop_after_steps=None)
     weights = class_weights(cfg, train_set.tensors[1], data.n_classes)
     sup["class_weights"] = None if weights is None else [round(float(v), 6) for v in weights]
-    task = SupervisedTask(cfg.target, aug, mix, n_classes=data.n_classes, class_weights=weights)
+    sup.update(schema=data.schema.name if data.schema else None, vote_loss=cfg.vote_loss if data.schema else None)
+    task = SupervisedTask(cfg.target, aug, mix, n_classes=data.n_classes, class_weights=weights,
+                          votes=vote_objective(sup))
     return fit(net, train_set, val_set, task, train_settings(cfg), out,
                model_name=cfg.model, model_kwargs=kw, resume=cfg.resume, extra_config={"supervised": sup},
                on_epoch_end=lambda m: log(_epoch_line(m)), config=saved)
@@ -428,10 +463,28 @@ from galmo.nn.tta import TTAEnsemble, apply_transform, tta_transforms  # noqa: E
 from galmo.nn.tta import predictions as outputs_to_predictions  # noqa: E402,F401
 
 
-def ensemble_fn(models, target: str, tta: int = 1) -> TTAEnsemble:
+def ensemble_fn(models, target: str, tta: int = 1, votes=None) -> TTAEnsemble:
     """One module of an image batch: the members' TTA-averaged predictions, averaged over members
-    (:class:`galmo.nn.tta.TTAEnsemble`, so the inference loop runs all of it with ONNX Runtime on CPU)."""
-    return TTAEnsemble(models, target, tta).eval()
+    (:class:`galmo.nn.tta.TTAEnsemble`, so the inference loop runs all of it with ONNX Runtime on CPU);
+    ``votes``: the vote head's :class:`~galmo.nn.tasks.votes.VoteObjective`."""
+    return TTAEnsemble(models, target, tta, votes).eval()
+
+
+def vote_objective(sup: dict):
+    """The :class:`~galmo.nn.tasks.votes.VoteObjective` of a run's 'supervised' block (None for classes;
+    runs from before the schemas: the Kaggle table with mse)."""
+    from galmo.nn.tasks.votes import VoteObjective
+
+    if sup["target"] != "votes":
+        return None
+    return VoteObjective(sup.get("schema") or "gz2-kaggle", sup.get("vote_loss") or "mse")
+
+
+def vote_fractions(p: np.ndarray, votes) -> np.ndarray:
+    """Cumulative vote fractions of the inference outputs ``p`` (fractions already, or concentrations)."""
+    if votes.kind == "mse":
+        return p
+    return votes.schema.cumulative_from_conditional(votes.schema.shares(p))
 
 
 def predict_arrays(model, images, target: str, tta: int = 1, batch_size: int = 256, device="cpu",
@@ -482,7 +535,7 @@ def load_runs(run_dir, device="auto"):
         cfgs.append(c)
         sups.append(s)
     for r, s in zip(runs[1:], sups[1:]):
-        for key in ("target", "class_names", "kind", "shape"):
+        for key in ("target", "class_names", "kind", "shape", "schema", "vote_loss"):
             if s.get(key) != sups[0].get(key):
                 raise GalmoError(f"cannot ensemble: its {key} is {s.get(key)!r}, {runs[0]}'s is "
                                  f"{sups[0].get(key)!r}", path=r)
@@ -503,33 +556,38 @@ def check_unseen(runs: list[Path], test_ids: set) -> None:
 
 
 def predict(run_dir, data, *, rows=None, tta: int = 1, batch_size: int = 256, device: str = "auto",
-            on_error: str = "raise", model=None, sup=None, progress: bool = False) -> pd.DataFrame:
+            on_error: str = "raise", model=None, sup=None, progress: bool = False, framing: str | None = None,
+            crop_frac: float | None = None, format: str = "galmo") -> pd.DataFrame:
     """Predictions for every galaxy of ``data`` (or the catalog rows ``rows``), same ``id``.
 
     ``run_dir`` may be a list of run folders: their probabilities (or vote fractions) are averaged.
 
     Class target: ``prob_0..prob_{K-1}``, ``pred_label``, ``pred_name``, ``confidence`` (max
-    probability), ``entropy`` (nats). Votes target: the 37 ``Class*`` cumulative fractions, and
-    ``confidence``/``entropy`` of the Q1 answer (smooth / features / star). ``label``/``label_name``
-    are copied when the source has them. With ``on_error="skip"`` (or a source opened so) galaxies
-    whose image cannot be decoded are left out and added to ``src.rejected``.
+    probability), ``entropy`` (nats). Votes target: the vote fractions of the run's schema
+    (:func:`vote_frame`: the 37 ``Class*`` cumulative fractions of the Kaggle table, ``<answer>_fraction``
+    of a counts schema, ``<answer>_concentration`` of a Dirichlet head), and ``confidence``/``entropy`` of
+    the first question. ``label``/``label_name`` are copied when the source has them. ``format="zoobot"``:
+    zoobot's column names instead (:func:`zoobot_frame`). With ``on_error="skip"`` (or a source opened so) galaxies
+    whose image cannot be decoded are left out and added to ``src.rejected``. Images of another size
+    or band count than the model's reach it by :mod:`galmo.core.resample` (its recorded framing, or
+    ``framing`` / ``crop_frac``), said once.
     """
     src = as_source(data, on_error)
     if model is None:
         model, _, sup = load_runs(run_dir, device)
     models = model if isinstance(model, (list, tuple)) else [model]
-    if tuple(src.shape) != tuple(sup["shape"]):
-        raise GalmoError(f"images are {tuple(src.shape)} but the model was trained on {tuple(sup['shape'])} "
-                         "(C, H, W)", path=src.path)
+    src, fit = fit_source(src, sup["shape"], sup.get("framing"), framing, crop_frac)
     rows = np.arange(len(src)) if rows is None else np.asarray(rows)
-    rows, p = _predict_rows(models, src, rows, sup, tta, batch_size, device, progress)
-    return prediction_frame(src.catalog.iloc[rows], p, sup)
+    rows, p = _predict_rows(models, src, rows, sup, tta, batch_size, device, progress, fit)
+    preds = prediction_frame(src.catalog.iloc[rows], p, sup)
+    return zoobot_frame(preds, sup) if format == "zoobot" else format_predictions(preds, run_dir, format)
 
 
 def _predict_rows(models, src, rows: np.ndarray, sup: dict, tta: int, batch_size: int, device,
-                  progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(rows read, predictions): the source is read :data:`READ_CHUNK` galaxies at a time and every
-    batch goes through :func:`galmo.nn.infer.infer` (members and transforms averaged)."""
+                  progress: bool, fit: Resampler) -> tuple[np.ndarray, np.ndarray]:
+    """(rows read, predictions): the source is read :data:`READ_CHUNK` galaxies at a time, brought to
+    the model's input by ``fit`` and every batch goes through :func:`galmo.nn.infer.infer` (members
+    and transforms averaged)."""
     from galmo.nn.device import resolve_device
     from galmo.nn.infer import infer
 
@@ -541,11 +599,11 @@ def _predict_rows(models, src, rows: np.ndarray, sup: dict, tta: int, batch_size
             kept, x = read_images(src, rows[s:s + READ_CHUNK], kind)
             read.append(rows[s:s + READ_CHUNK][kept])
             for b in range(0, len(x), batch_size):
-                yield x[b:b + batch_size]
+                yield fit(x[b:b + batch_size])
 
-    p = infer(ensemble_fn(models, target, tta), image_batches(), batch_size=batch_size,
+    p = infer(ensemble_fn(models, target, tta, vote_objective(sup)), image_batches(), batch_size=batch_size,
               device=resolve_device(device), progress=progress, desc="predicting", total=len(rows))
-    width = len(ANSWER_COLUMNS) if target == "votes" else sup["n_classes"]
+    width = len(vote_objective(sup).schema.label_cols) if target == "votes" else sup["n_classes"]
     rows_read = np.concatenate(read) if read else np.zeros(0, np.int64)
     if not len(rows_read):
         p = np.zeros((0, width), np.float32)
@@ -564,15 +622,75 @@ def prediction_frame(cat: pd.DataFrame, p: np.ndarray, sup: dict) -> pd.DataFram
         df["confidence"] = p.max(1)
         df["entropy"] = entropy(p)
     else:
-        for k, col in enumerate(ANSWER_COLUMNS):
-            df[col] = p[:, k]
-        a, b = QUESTION_SLICES[0]
-        df["confidence"] = p[:, a:b].max(1)
-        df["entropy"] = entropy(p[:, a:b])
+        df = pd.concat([df, vote_frame(p, vote_objective(sup))], axis=1)
     for col in ("label", "label_name"):
         if col in cat.columns:
             df[col] = cat[col].to_numpy()
     return df
+
+
+def vote_frame(p: np.ndarray, votes) -> pd.DataFrame:
+    """The vote columns of the predictions from the inference outputs ``p``: cumulative fractions named
+    by the answer columns for a cumulative schema (``Class1.1`` ..), else galaxy-datasets' per-question
+    fractions ``<answer>_fraction``; for a Dirichlet head also ``<answer>_concentration``. Then the
+    first question's ``confidence`` (its top fraction; for a Dirichlet head less one standard deviation
+    of it, ``uncertainty``, so that an unsure prediction ranks lower in triage) and ``entropy``."""
+    from galmo.nn.tasks.votes import dirichlet_std
+
+    schema = votes.schema
+    cum = vote_fractions(p, votes)
+    cols = {}
+    if schema.votes == "cumulative":
+        cols.update(zip(schema.label_cols, cum.T))
+    else:
+        cols.update(zip(schema.fraction_columns, schema.shares(cum).T))
+    a, b = schema.slices[0]
+    first = cum[:, a:b]
+    conf = first.max(1)
+    if votes.kind == "dirichlet":
+        cols.update(zip([f"{c}_concentration" for c in schema.label_cols], p.T))
+        std = dirichlet_std(p[:, a:b], [(0, b - a)])
+        cols["uncertainty"] = std[np.arange(len(p)), first.argmax(1)] if len(p) else np.zeros(0)
+        conf = np.clip(conf - cols["uncertainty"], 0, 1)
+    cols.update(confidence=conf, entropy=entropy(first))
+    return pd.DataFrame(cols)
+
+
+def zoobot_frame(preds: pd.DataFrame, sup: dict) -> pd.DataFrame:
+    """``--format zoobot``: the predictions with zoobot / galaxy-datasets names: ``id_str``, each
+    answer's ``<answer>_fraction`` (of its question's volunteers) and, for a Dirichlet head,
+    ``<answer>_concentration``; ``confidence``, ``entropy`` (and ``uncertainty``) kept at the end."""
+    votes = vote_objective(sup)
+    if votes is None:
+        raise GalmoError("--format zoobot writes Galaxy Zoo vote predictions; this run predicts classes "
+                         "(train it with --target votes)")
+    schema = votes.schema
+    out = pd.DataFrame({"id_str": preds["id"].to_numpy()})
+    if schema.votes == "cumulative":
+        frac = schema.shares(preds[schema.label_cols].to_numpy(np.float64))
+    else:
+        frac = preds[schema.fraction_columns].to_numpy(np.float64)
+    extra = [f"{c}_concentration" for c in schema.label_cols] if votes.kind == "dirichlet" else []
+    tail = [c for c in ("confidence", "entropy", "uncertainty", "auto_classified") if c in preds.columns]
+    return pd.concat([out, pd.DataFrame(frac, columns=schema.fraction_columns), preds[extra + tail]], axis=1)
+
+
+def format_predictions(preds: pd.DataFrame, run_dir, format: str = "galmo") -> pd.DataFrame:
+    """``preds`` of the run(s) ``run_dir`` in the output ``format``: galmo's own, or zoobot's names."""
+    if format == "galmo":
+        return preds
+    if format != "zoobot":
+        raise GalmoError(f"--format must be galmo or zoobot (got {format!r})")
+    return zoobot_frame(preds, ckpt.read_config(_run_list(run_dir)[0])["supervised"])
+
+
+def dirichlet_nll(conc: np.ndarray, counts: np.ndarray, votes) -> float:
+    """Mean negative log likelihood per galaxy of the vote ``counts`` under the predicted concentrations."""
+    from galmo.nn.tasks.votes import dirichlet_multinomial_nll
+
+    nll = dirichlet_multinomial_nll(torch.from_numpy(counts).double(), torch.from_numpy(conc).double(),
+                                    votes.schema.slices)
+    return float(nll.mean())
 
 
 def triage(preds: pd.DataFrame, coverage: float | None = None, threshold: float | None = None):
@@ -617,7 +735,8 @@ def write_triage(preds: pd.DataFrame, auto: np.ndarray, out, src=None, montage_n
 
 # ---------------------------------------------------------------------------------------- evaluate
 def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = "auto", out=None,
-             batch_size: int = 256, report: bool = True, progress: bool = False, log=print) -> dict:
+             batch_size: int = 256, report: bool = True, progress: bool = False, log=print,
+             framing: str | None = None, crop_frac: float | None = None) -> dict:
     """Evaluate a run on ``data``: on its saved test split when those ids are in ``data`` (``split="test"``),
     else on every galaxy with a known target. Writes ``metrics.json`` (key ``test`` / ``all``), figures,
     the predictions (``predictions_<split>.parquet``) and the report section into ``out`` (default the run)."""
@@ -627,9 +746,11 @@ def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = 
     out = Path(out) if out else runs[0]
     src = as_source(data)
     models, cfgs, sup = load_runs(runs, device)
-    rows, used = _evaluation_rows(src, runs, sup["target"], split)
+    votes = vote_objective(sup)
+    rows, used = _evaluation_rows(src, runs, sup["target"], split, votes.schema if votes else "gz2-kaggle")
     t0 = time.perf_counter()
-    rows, p = _predict_rows(models, src, rows, sup, tta, batch_size, device, progress)
+    src, fit = fit_source(src, sup["shape"], sup.get("framing"), framing, crop_frac)
+    rows, p = _predict_rows(models, src, rows, sup, tta, batch_size, device, progress, fit)
     secs = time.perf_counter() - t0
     preds = prediction_frame(src.catalog.iloc[rows], p, sup)
     name = cfgs[0]["model"]["name"] if len(runs) == 1 else f"ensemble of {len(runs)}"
@@ -638,11 +759,14 @@ def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = 
     if len(runs) > 1:
         res["members"] = [{"run": str(r), "model": c["model"]["name"], "kwargs": c["model"].get("kwargs", {})}
                           for r, c in zip(runs, cfgs)]
-    y = targets_of(src, sup["target"], rows)
+    y = targets_of(src, sup["target"], rows, votes.schema if votes else "gz2-kaggle")
     if sup["target"] == "class":
         _class_metrics(res, y, preds, sup["class_names"], out / "figures", log)
     else:
-        _vote_metrics(res, y, preds, out / "figures", log)
+        _vote_metrics(res, y, vote_fractions(p, votes), votes.schema, preds["confidence"].to_numpy(),
+                      out / "figures", log)
+        if votes.kind == "dirichlet":
+            res["dirichlet_nll"] = dirichlet_nll(p, targets_of(src, "votes", rows, votes.schema, "dirichlet"), votes)
     write_catalog(preds, out / f"predictions_{used}.parquet")
     mpath = out / "metrics.json"
     allm = read_json(mpath) if mpath.exists() else {}
@@ -657,11 +781,11 @@ def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = 
     return res
 
 
-def _evaluation_rows(src, runs: list[Path], target: str, split: str) -> tuple[np.ndarray, str]:
+def _evaluation_rows(src, runs: list[Path], target: str, split: str, schema="gz2-kaggle") -> tuple[np.ndarray, str]:
     """(catalog rows, "test" or "all"): the first run's saved test split when ``split="test"`` and its
     ids are in ``src``, else every galaxy with a known target. An ensemble member that trained on
     any of them is refused."""
-    rows = usable_rows(src, target)
+    rows = usable_rows(src, target, schema)
     used = "all"
     if split == "test" and (runs[0] / TEST_IDS_FILE).exists():
         test_ids = set(pd.read_csv(runs[0] / TEST_IDS_FILE, dtype={"id": str})["id"])
@@ -706,25 +830,26 @@ def _class_metrics(res: dict, y: np.ndarray, preds: pd.DataFrame, names: list, f
         f"50%-most-confident {res['acc_at_50pct_coverage']:.4f}, ECE {res['ece']:.4f}")
 
 
-def _vote_metrics(res: dict, y: np.ndarray, preds: pd.DataFrame, fig_dir: Path, log) -> None:
-    """Vote RMSE (all, per question), high-agreement accuracy, Q1 accuracy and coverage (+ figure) into ``res``."""
+def _vote_metrics(res: dict, y: np.ndarray, p: np.ndarray, schema: Schema, conf: np.ndarray, fig_dir: Path,
+                  log) -> None:
+    """Vote RMSE of the cumulative fractions ``p`` against ``y`` (all, per question), high-agreement
+    accuracy, first-question accuracy and its coverage curve by ``conf`` (+ figure) into ``res``."""
     from galmo import plots
     from galmo.core import metrics as M
 
-    p = preds[ANSWER_COLUMNS].to_numpy()
+    res["schema"] = schema.name
     res["rmse"] = M.vote_rmse(p, y)
-    res["rmse_per_question"] = {f"Q{qi + 1}": M.vote_rmse(p[:, a:b], y[:, a:b])
-                                for qi, (a, b) in enumerate(QUESTION_SLICES)}
-    ha = M.high_agreement_accuracy(p, y, threshold=0.8)
+    res["rmse_per_question"] = {f"Q{q.number}" if schema.votes == "cumulative" else q.name:
+                                M.vote_rmse(p[:, a:b], y[:, a:b]) for q, (a, b) in zip(schema.questions, schema.slices)}
+    ha = M.high_agreement_accuracy(p, y, threshold=0.8, schema=schema)
     res.update({f"high_agreement_{k}": v for k, v in ha.items()})
-    a, b = QUESTION_SLICES[0]
+    a, b = schema.slices[0]
     yq, pq = y[:, a:b].argmax(1), p[:, a:b].argmax(1)
-    conf = p[:, a:b].max(1)
     cov, acc = M.accuracy_coverage(yq, pq, conf)
     res["q1_top1"] = float((yq == pq).mean())
     res["q1_acc_at_50pct_coverage"] = M.accuracy_at_coverage(yq, pq, conf, 0.5)
     plots.accuracy_coverage_curve({res["model"]: (cov, acc)}, fig_dir / "supervised_coverage.png",
-                                  title="Q1 (smooth/features/star) accuracy vs coverage")
+                                  title=f"Q1 ({'/'.join(schema.questions[0].answers)}) accuracy vs coverage")
     log(f"[evaluate] {res['split']} ({res['n']}): vote RMSE {res['rmse']:.4f}, high-agreement accuracy "
         f"{res['high_agreement_all_accuracy']:.4f} (n={res['high_agreement_all_n']})")
 

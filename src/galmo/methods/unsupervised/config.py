@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from galmo.core.config import (HELP, Config, backend_option, batch_size_option, data_option, device_option, on_error_option,
-                               option, progress_option, seed_option)
+from galmo.core.config import (HELP, Config, backend_option, batch_size_option, crop_frac_option, data_option,
+                               device_option, framing_option, on_error_option, option, progress_option, seed_option)
 from galmo.core.errors import GalmoError
 
 MEMBERS = ("kmeans", "agglomerative", "birch")
@@ -39,6 +39,8 @@ class ClusterConfig(Config):
     out: str | None = option(None, "run folder, e.g. runs/NAME", metavar="DIR")
     k: tuple[int, ...] = option((20,), "number of groups; several K → one fit each (fraction classified "
                                 "reported per K; the first K fills the catalog)")
+    framing: str | None = framing_option("resize, to the square of the source's shorter side")
+    crop_frac: float | None = crop_frac_option("1")
     # ---- stages
     denoise: bool = option(False, "run eUML's autoencoder denoiser first (off by default: on the sims it lowers "
                            "purity, see docs/unsupervised.md)")

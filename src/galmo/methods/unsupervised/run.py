@@ -124,9 +124,20 @@ def clean_display(src, pos: np.ndarray) -> np.ndarray | None:
     return noiseless_display(src.read(pos, kind="noiseless"), scale, bands)
 
 
-def read_fit_sample(src, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
+def input_resampler(src, cfg: ClusterConfig):
+    """(source, resampler): THE resampling rule (:func:`galmo.core.resample.fit_source`) to the
+    pipeline's input, the square of the source's shorter side, framed by ``cfg.framing`` /
+    ``cfg.crop_frac`` (nothing to do for square images of the whole frame)."""
+    from galmo.core.resample import fit_source
+
+    side = min(src.shape[1:])
+    return fit_source(src, (None, side, side), None, cfg.framing, cfg.crop_frac)
+
+
+def read_fit_sample(src, cfg: ClusterConfig, fit) -> tuple[np.ndarray, np.ndarray]:
     """(row positions, images) of the galaxies the pipeline is fitted on: every readable one when the
-    source has at most ``fit_max``, else a seeded random ``fit_max`` of them (source order)."""
+    source has at most ``fit_max``, else a seeded random ``fit_max`` of them (source order); brought
+    to the pipeline's input by ``fit`` (the resampler of :func:`input_resampler`)."""
     n = len(src)
     chosen = None if n <= cfg.fit_max else np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.fit_max,
                                                                                             replace=False))
@@ -136,15 +147,16 @@ def read_fit_sample(src, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
             keep = np.isin(pos, chosen)
             pos, X = pos[keep], X[keep]
         rows.append(np.asarray(pos))
-        imgs.append(np.asarray(X, dtype=np.float32))
+        imgs.append(fit(np.asarray(X, dtype=np.float32)))
     if not rows or not sum(len(r) for r in rows):
         raise GalmoError("no readable images in the source", path=getattr(src, "path", None))
     return np.concatenate(rows), np.concatenate(imgs)
 
 
-def assign_rest(pipe, src, fit_rows: np.ndarray, cfg: ClusterConfig) -> dict | None:
-    """The galaxies outside the fit sample streamed through the fitted ``pipe`` batch by batch:
-    {"rows", "coords", K: (groups, agreement, member labels)}; None when every galaxy was fitted."""
+def assign_rest(pipe, src, fit_rows: np.ndarray, cfg: ClusterConfig, fit) -> dict | None:
+    """The galaxies outside the fit sample streamed through the fitted ``pipe`` batch by batch
+    (framed by ``fit``, as the sample was): {"rows", "coords", K: (groups, agreement, member
+    labels)}; None when every galaxy was fitted."""
     if len(src) <= cfg.fit_max:
         return None
     vc = pipe.steps[-1][1]
@@ -154,7 +166,7 @@ def assign_rest(pipe, src, fit_rows: np.ndarray, cfg: ClusterConfig) -> dict | N
         keep = ~np.isin(pos, fit_rows)
         if not keep.any():
             continue
-        P, Q = coordinates(transform_steps(pipe, X[keep]))
+        P, Q = coordinates(transform_steps(pipe, fit(X[keep])))
         rows.append(np.asarray(pos)[keep])
         coords.append(np.asarray(P, dtype=np.float32))
         for k in per_k:
@@ -266,7 +278,8 @@ def run_cluster(cfg: ClusterConfig, src=None, log=print) -> dict:
 def _fit_and_assign(src, cfg: ClusterConfig, run_dir: Path, timings: dict) -> tuple:
     """Read the fit sample, fit the pipeline on it, stream the rest: (pipe, :func:`groups_of`)."""
     t = time.perf_counter()
-    fit_rows, X = read_fit_sample(src, cfg)
+    src, framing = input_resampler(src, cfg)
+    fit_rows, X = read_fit_sample(src, cfg, framing)
     timings["read"] = time.perf_counter() - t
     if len(fit_rows) < max(cfg.k):
         raise GalmoError(f"{len(fit_rows)} readable galaxies: too few for K={max(cfg.k)} groups",
@@ -277,7 +290,7 @@ def _fit_and_assign(src, cfg: ClusterConfig, run_dir: Path, timings: dict) -> tu
     del X
     P, _ = coordinates(outs)
     t = time.perf_counter()
-    rest = assign_rest(pipe, src, fit_rows, cfg)
+    rest = assign_rest(pipe, src, fit_rows, cfg, framing)
     if rest is not None:
         timings["assign"] = time.perf_counter() - t
     return pipe, {**groups_of(pipe, fit_rows, P, rest), "n_fit": len(fit_rows), "fit_images_sha1": digest}

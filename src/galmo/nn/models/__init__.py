@@ -19,6 +19,7 @@ FAMILIES = [
     "galmo.nn.models.rotinv",
     "galmo.nn.models.astroformer",
     "galmo.nn.models.diffusion",
+    "galmo.nn.models.contrastive",
 ]
 _REGISTRY: dict[str, Callable] = {}
 _loaded = False

@@ -1,7 +1,8 @@
 """Supervised morphology (the ``galmo train`` task): Galaxy10 classes or Galaxy Zoo vote fractions.
 
-A batch is (images, labels) with cross-entropy, or (images, cumulative vote fractions) with the MSE
-of the tree-normalised outputs (:func:`galmo.core.schema.normalise_votes`); training images are
+A batch is (images, labels) with cross-entropy, or (images, votes) with a vote objective of a Galaxy
+Zoo schema (:class:`galmo.nn.tasks.votes.VoteObjective`: the MSE of the tree-normalised outputs
+against cumulative fractions, or zoobot's Dirichlet-multinomial likelihood of the counts); training images are
 augmented with :func:`galmo.nn.augment.augment` when an :class:`~galmo.nn.augment.AugmentConfig`
 is given, then mixed (mixup / CutMix, labels by the same λ) and labels smoothed when a
 :class:`~galmo.nn.mix.MixConfig` is given (:func:`galmo.nn.mix.mix_batch`; the loss is then the
@@ -21,7 +22,7 @@ class SupervisedTask:
     """What a batch means for :func:`galmo.nn.train.fit`: (images, labels) or (images, vote fractions)."""
 
     def __init__(self, target: str = "class", augment_cfg=None, mix_cfg=None, n_classes: int | None = None,
-                 class_weights=None):
+                 class_weights=None, votes=None):
         if target not in TARGETS:
             raise GalmoError(f"--target must be one of {', '.join(TARGETS)} (got {target!r})")
         if target == "class" and mix_cfg is not None and not n_classes:
@@ -33,11 +34,15 @@ class SupervisedTask:
         self.augment_cfg = augment_cfg
         self.mix_cfg = mix_cfg
         self.n_classes = n_classes
+        if target == "votes" and votes is None:
+            from galmo.nn.tasks.votes import VoteObjective
+
+            votes = VoteObjective()
+        self.votes = votes  # a VoteObjective (votes target): the schema and the loss
 
     def loss(self, model, batch, generator):
         import torch.nn.functional as F
 
-        from galmo.core.schema import normalise_votes
         from galmo.nn.augment import augment
 
         x, y = batch
@@ -53,30 +58,30 @@ class SupervisedTask:
         if self.target == "class":
             w = None if self.class_weights is None else self.class_weights.to(device=out.device, dtype=out.dtype)
             return F.cross_entropy(out, y, weight=w), {}
-        return F.mse_loss(normalise_votes(out), y), {}
+        return self.votes.loss(out, y), {}
 
     def validate(self, model, loader) -> dict:
-        """val_loss and val_acc (class) or val_rmse (votes) over ``loader``, through galmo.nn.infer."""
+        """val_loss and val_acc (class) or val_rmse (votes: of the cumulative fractions) over ``loader``,
+        through galmo.nn.infer."""
         import torch
         import torch.nn.functional as F
 
-        from galmo.core.schema import normalise_votes
         from galmo.nn.infer import infer_batches
 
-        tot, correct, n, per = 0.0, 0, 0, 1
+        tot, second, n, per = 0.0, 0.0, 0, 1
 
-        def sums(x, y):  # (summed loss, correct answers) of one batch
+        def sums(x, y):  # (summed loss, correct answers or summed squared error) of one batch
             nonlocal n, per
             n += len(y)
             per = 1 if self.target == "class" else y.shape[1]
             out = model(x)
             if self.target == "class":
                 return torch.stack([F.cross_entropy(out, y, reduction="sum"), (out.argmax(1) == y).sum().float()])
-            return torch.stack([F.mse_loss(normalise_votes(out), y, reduction="sum"), torch.zeros(())])
+            return torch.stack([self.votes.loss_sum(out, y), self.votes.squared_error_sum(out, y)])
 
         for s in infer_batches(sums, loader, device=next(model.parameters()).device, dtype=None):
-            tot += float(s[0]) / per  # the votes loss is per answer, as in training
-            correct += int(s[1])
+            tot += float(s[0])
+            second += float(s[1])
         if self.target == "class":
-            return {"val_loss": tot / n, "val_acc": correct / n}
-        return {"val_loss": tot / n, "val_rmse": math.sqrt(tot / n)}
+            return {"val_loss": tot / n, "val_acc": second / n}
+        return {"val_loss": tot / n, "val_rmse": math.sqrt(second / (n * per))}
