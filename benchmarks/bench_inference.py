@@ -231,9 +231,9 @@ def bench_case(case, X: np.ndarray, batches, min_time: float, peak: float, threa
 def lite0_onnx_file(size: int, X: np.ndarray):
     """The fp32 ONNX file galmo's loop exports for the Lite0 encoder at ``size`` px (64 px inputs)."""
     from galmo.nn import onnx_backend
-    from galmo.nn.backbones import _encoder_fn, create_backbone
+    from galmo.nn.backbones import encoder_head, create_backbone
 
-    head = _encoder_fn(create_backbone().eval(), size, None, "avg", "cpu").eval()
+    head = encoder_head(create_backbone().eval(), size, None, "avg", "cpu").eval()
     onnx_backend.OnnxRunner(head).run([X[:16]])  # exports once (or finds it in the cache)
     key = onnx_backend.model_key(head, (tuple(X.shape[1:]),), (str(X.dtype),))
     return onnx_backend.onnx_dir() / f"{key}.onnx"

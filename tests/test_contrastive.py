@@ -1,5 +1,6 @@
 """Contrastive (SimCLR-style) pretraining: the loss, the views, the run and its embeddings."""
 
+import json
 import math
 
 import numpy as np
@@ -62,6 +63,8 @@ def test_contrastive_pretraining_runs_and_embeds_invariantly(toy, tmp_path):
     s = run_pretrain(cfg)
     assert s["epochs_run"] == 1 and np.isfinite(s["best"]["val_loss"]) and np.isfinite(s["best"]["train_loss"])
     assert "Contrastive" in (tmp_path / "c" / "report.html").read_text()
+    sec = json.loads((tmp_path / "c" / "sections" / "embeddings.json").read_text())
+    assert sec["title"] == "Pretraining (contrastive backbone)"
     enc = load_encoder(tmp_path / "c", device="cpu")
     x = np.random.default_rng(0).random((3, 3, 32, 32)).astype(np.float32)
     e1, e2 = enc.encode(x), enc.encode(x)

@@ -181,7 +181,7 @@ def encode(model, images, size=None, batch_size: int = 128, device="cpu", progre
     the backbone's final pooled features (``pool="avg"``) or its last feature map pooled with
     ``pool``; an int for the map after that block (:func:`intermediate`); a sequence of ints for
     several maps, each pooled, side by side. ``backend``: that of :func:`galmo.nn.infer.infer`
-    (None: the process-wide one); the whole batch function is one module (:func:`_encoder_fn`), so
+    (None: the process-wide one); the whole batch function is one module (:func:`encoder_head`), so
     ONNX Runtime runs all of it.
     """
     import torch
@@ -191,7 +191,7 @@ def encode(model, images, size=None, batch_size: int = 128, device="cpu", progre
 
     dev = resolve_device(device) if isinstance(device, (str, type(None))) else device
     model = model.to(dev).eval().to(memory_format=torch.channels_last)
-    fn = _encoder_fn(model, size, layer, pool, dev)
+    fn = encoder_head(model, size, layer, pool, dev)
     out = infer(fn, images, batch_size=batch_size, device=dev, progress=progress, desc="encode", backend=backend)
     return out if out.ndim == 2 else np.zeros((0, model.num_features), np.float32)
 
@@ -206,7 +206,7 @@ def _resize_matrix(n_in: int, n_out: int, device=None):
     return F.interpolate(eye, size=(n_out, n_in), mode="bilinear", align_corners=False, antialias=True)[0, 0]
 
 
-def _encoder_fn(model, size, layer, pool, device):
+def encoder_head(model, size, layer, pool, device):
     """The batch function of :func:`encode` (:class:`EncoderHead`): RGB planes, resize, normalise,
     forward, pool — one module, so that the whole per-batch computation is one ONNX graph."""
     cfg = data_config(model)

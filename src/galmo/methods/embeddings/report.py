@@ -71,4 +71,5 @@ def _pretrain_section(run_dir: Path) -> None:
     hist = hist[[c for c in HISTORY_COLUMNS if c in hist.columns]] if len(hist) else None
     body = render("pretrain.html.j2", cfg=cfg.get("config", {}), model=cfg["model"]["kwargs"],
                   metrics={k: v for k, v in metrics.items() if v is not None}, history=hist)
-    add_section(run_dir, KEY, "Pretraining (AstroPT-like patch transformer)", body)
+    title = "contrastive backbone" if cfg.get("objective") == "contrastive" else "AstroPT-like patch transformer"
+    add_section(run_dir, KEY, f"Pretraining ({title})", body)

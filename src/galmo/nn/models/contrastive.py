@@ -23,10 +23,10 @@ class ContrastiveEncoder(nn.Module):
     def __init__(self, backbone: str = "tf_efficientnet_lite0", weights: str | None = "offline", in_chans: int = 3,
                  img_size: int = 96, proj_dim: int = 128, hidden_dim: int = 512, invariant: bool = False):
         super().__init__()
-        from galmo.nn.backbones import _encoder_fn, create_backbone
+        from galmo.nn.backbones import encoder_head, create_backbone
 
         net = create_backbone(backbone, weights=weights, num_classes=0)  # 3 planes: to_rgb makes them
-        self.encoder = _encoder_fn(net, int(img_size), None, "avg", "cpu")
+        self.encoder = encoder_head(net, int(img_size), None, "avg", "cpu")
         self.num_features = int(net.num_features)
         self.img_size = int(img_size)
         self.invariant = bool(invariant)
