@@ -10,8 +10,13 @@ written: what a run pays over the local path on one machine; ``actor_images_per_
 inside the actors only, what the pool sustains once started). One JSON line per run; the load average is recorded because other processes sharing the
 cores slow every number down.
 
+``--cluster-n N`` adds ``galmo cluster`` on the first N galaxies: the local path
+(:func:`galmo.methods.unsupervised.run.run_cluster`, without report and morphology) and ``--engine ray``
+with shards of the first ``--shard-sizes`` (fitted on half of them on the driver, the rest assigned by
+the actors; small settings: K=10, 2 views, 64 px).
+
     python benchmarks/bench_ray.py [--n 1024] [--shard-sizes 64 256 1024] [--cpus 2] [--concurrency 2]
-                                   [--local-threads 1 2]
+                                   [--local-threads 1 2] [--cluster-n 0]
 
 The multi-node commands that point the same run at a cluster are in docs/distributed.md.
 """
@@ -48,6 +53,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=2, help="actors")
     ap.add_argument("--encoder", default="tf_efficientnet_lite0")
     ap.add_argument("--local-threads", type=int, nargs="+", default=[1, 2], help="torch threads of the local runs")
+    ap.add_argument("--cluster-n", type=int, default=0, help="galaxies of the galmo cluster rows (0: none)")
     args = ap.parse_args()
 
     import ray
@@ -79,7 +85,31 @@ def main():
                  seconds=round(s["seconds"], 2), images_per_s=round(s["images_per_s"], 1),
                  # inside the actors only (no actor start-up): what the pool sustains once it runs
                  actor_images_per_s=round(s["n"] * actors / s["shard_seconds"], 1))
+        if args.cluster_n:
+            bench_cluster(Path(tmp), make_source(Path(tmp) / "cl.h5", args.cluster_n, args.size), args)
         ray.shutdown()
+
+
+def bench_cluster(tmp: Path, data: Path, args) -> None:
+    """One JSON line for ``galmo cluster`` locally, one with ``--engine ray`` (shards of the first shard size)."""
+    from galmo.distributed.config import EngineConfig
+    from galmo.distributed.engine import run_sharded
+    from galmo.methods.unsupervised.config import ClusterConfig
+    from galmo.methods.unsupervised.run import run_cluster
+
+    cfg = ClusterConfig(data=str(data), k=(10,), image_size=(64,), views=2, fit_max=max(10, args.cluster_n // 2),
+                        morph_per_group=0, report=False, device="cpu", progress=False)
+    t0 = time.perf_counter()
+    run_cluster(cfg.replace(out=str(tmp / "cl-local")), log=lambda *a: None)
+    dt = time.perf_counter() - t0
+    line(verb="cluster", engine="local", n=args.cluster_n, fit_n=cfg.fit_max, seconds=round(dt, 2),
+         images_per_s=round(args.cluster_n / dt, 1))
+    eng = EngineConfig(engine="ray", concurrency=args.concurrency, shard_size=args.shard_sizes[0])
+    t0 = time.perf_counter()
+    s = run_sharded("cluster", cfg.replace(out=str(tmp / "cl-ray")), eng, log=lambda *a: None)
+    dt = time.perf_counter() - t0  # the fit on the driver included: the whole command
+    line(verb="cluster", engine="ray", n=s["n"], fit_n=cfg.fit_max, shard_size=eng.shard_size, shards=s["shards"],
+         seconds=round(dt, 2), images_per_s=round(s["n"] / dt, 1), assign_seconds=round(s["seconds"], 2))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""``--engine ray``: embed and predict over shards on a local Ray cluster give the local path's rows; a
-run killed by its process id resumes without recomputing a finished shard or writing an id twice; a
-corrupt shard is reported by name (``--on-error skip``: listed in rejected.csv).
+"""``--engine ray``: embed and predict over shards on a local Ray cluster give the local path's rows, and
+cluster (fitted on the driver, assigned by the actors) the local path's groups; a run killed by its
+process id resumes without recomputing a finished shard or writing an id twice; a corrupt shard is
+reported by name (``--on-error skip``: listed in rejected.csv).
 
 One local cluster (``ray.init(num_cpus=2)``) serves every Ray test of the module; the planning tests
 (shards, output names, the run's record) and the message without Ray need no Ray. Tiny data: 48
@@ -8,6 +9,7 @@ galaxies of 32 px, a 4-channel simple CNN trained for one epoch, shards of 16.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,12 +82,12 @@ def _by_id(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("id").reset_index(drop=True)
 
 
-def _same_rows(local: pd.DataFrame, sharded: pd.DataFrame) -> None:
+def _same_rows(local: pd.DataFrame, sharded: pd.DataFrame, atol: float = 1e-6) -> None:
     a, b = _by_id(local), _by_id(sharded)
     assert list(a.columns) == list(b.columns)
     assert a["id"].tolist() == b["id"].tolist() and b["id"].is_unique
     num = [c for c in a.columns if pd.api.types.is_float_dtype(a[c])]
-    np.testing.assert_allclose(b[num].to_numpy(), a[num].to_numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b[num].to_numpy(), a[num].to_numpy(), rtol=1e-5, atol=atol)
     other = [c for c in a.columns if c not in num]
     pd.testing.assert_frame_equal(b[other], a[other])
 
@@ -233,3 +235,47 @@ def test_a_corrupt_shard_is_named_and_with_skip_listed(cluster, data, run, tmp_p
     assert rejected["ref"].tolist() == [str(bad / "part99.h5")] and "HDF5" in rejected["reason"].iat[0]
     assert [p.name for p in written(out)] == ["part00.parquet", "part01.parquet"]
     assert len(read_shards(out)) == 32
+
+
+# ---------------------------------------------------------------- galmo cluster --engine ray
+TINY_CLUSTER = ["--k", "3", "4", "--image-size", "32", "--views", "2", "--fit-max", "24", "--views-max-fit", "24",
+                "--invariant-components", "8", "--graph-components", "3", "--graph-neighbors", "6",
+                "--morph-per-group", "0"]
+
+
+def test_ray_cluster_assigns_every_galaxy_as_the_local_path(cluster, data, tmp_path, capsys):
+    """Fitted on the same 24 of the 48 galaxies (the shards end to end: the local path's sample), saved
+    without pickle, the other 24 assigned by the actors: the local catalog's ids, groups and votes; a
+    rerun writes only the missing shard and reuses the fitted pipeline (not for other shards)."""
+    from galmo.distributed.fitted import load_fitted
+
+    full, folder = data[0], shutil.copytree(data[1], tmp_path / "shards")
+    assert main(["cluster", "--data", str(full), "--out", str(tmp_path / "local"), *TINY_CLUSTER, *CPU]) == 0
+    run = tmp_path / "ray"
+    args = ["cluster", "--data", str(folder), "--out", str(run), *TINY_CLUSTER, *CPU, "--engine", "ray",
+            "--concurrency", "1"]  # one actor: each loads torch and the encoder (seconds on 2 shared cores)
+    assert main(args) == 0
+    assert "fitted on 24 galaxies of 3 shards" in capsys.readouterr().out
+    shards = run / "cluster_catalog"
+    assert [p.name for p in written(shards)] == ["part00.parquet", "part01.parquet", "part02.parquet"]
+    local = pd.read_parquet(tmp_path / "local" / "cluster_catalog.parquet")
+    _same_rows(local, read_shards(shards), atol=1e-4)  # the encoder's float32 sums differ by batch
+    assert sorted(p.name for p in run.glob("fitted.*")) == ["fitted.json", "fitted.npz"]
+    pipe, fit = load_fitted(run)
+    assert list(pipe.named_steps) == ["denoise", "invariant", "graph", "cluster"]
+    assert fit["shards"] == ["part00", "part01", "part02"] and len(fit["fit_row"]) == 24
+    kept = {p.name: _stat(p) for p in written(shards) if p.stem != "part01"}
+    (shards / "part01.parquet").unlink()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 of 3 shards already in" in out and "reused" in out and "fitted on" not in out
+    assert {name: _stat(shards / name) for name in kept} == kept
+    _same_rows(local, read_shards(shards), atol=1e-4)
+    shutil.copy(folder / "part00.h5", folder / "part03.h5")  # a shard the sample was not drawn from
+    assert main(args) == 2
+    assert "fitted on a sample of 3 other shards than the 4 of --data" in capsys.readouterr().err
+    (run / "fitted.json").write_text((run / "fitted.json").read_text().replace('"Pipeline"', '"os.system"'))
+    with pytest.raises(GalmoError, match="unknown object 'os.system'"):  # only galmo's stages are ever made
+        load_fitted(run)
+    assert main([*args[:4], str(tmp_path / "d"), *args[5:], "--denoise"]) == 2
+    assert "--denoise is not available with --engine ray" in capsys.readouterr().err

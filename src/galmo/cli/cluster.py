@@ -10,13 +10,20 @@ def register(sub) -> None:
     from galmo.cli import add_verb
     from galmo.methods.unsupervised.config import ClusterConfig
 
-    add_verb(sub, "cluster", "unsupervised morphology groups (eUML voting clustering)", ClusterConfig, cmd_cluster,
-             out_kind="dir", required=("data", "out"))
+    from galmo.cli.engine import add_engine
+
+    p = add_verb(sub, "cluster", "unsupervised morphology groups (eUML voting clustering)", ClusterConfig,
+                 cmd_cluster, out_kind="dir", required=("data", "out"))
+    add_engine(p, "dir")  # --engine ray: the catalog as Parquet shards in the run folder's cluster_catalog/
 
 
 def cmd_cluster(args) -> int:
     from galmo.methods.unsupervised.config import ClusterConfig
 
+    if args.engine == "ray":
+        from galmo.cli.engine import run_on_ray
+
+        return run_on_ray("cluster", ClusterConfig.from_args(args), args)
     return _run(ClusterConfig.from_args(args))
 
 

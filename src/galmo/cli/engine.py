@@ -1,5 +1,5 @@
 """``--engine local|ray`` (+ ``--address``, ``--concurrency``, ``--shard-size``) for the verbs that can run
-on a Ray cluster (embed, predict): the flags, written once (:class:`galmo.distributed.config.EngineConfig`),
+on a Ray cluster (embed, predict, cluster): the flags, written once (:class:`galmo.distributed.config.EngineConfig`),
 and the one library call of ``--engine ray`` (:func:`galmo.distributed.engine.run_sharded`)."""
 
 from __future__ import annotations

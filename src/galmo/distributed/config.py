@@ -13,13 +13,14 @@ INSTALL_HINT = 'pip install "galmo[ray]"'
 @dataclass
 class EngineConfig(Config):
     """``--engine``, ``--address``, ``--concurrency``, ``--shard-size``: the same flags, with the same
-    help, on every verb that can run on Ray (embed, predict)."""
+    help, on every verb that can run on Ray (embed, predict, cluster)."""
 
     method = "engine"
-    engine: str = option("local", "where the model runs: local (this process, --out is one file) or ray (a Ray "
-                                  "cluster, one actor pool over the shards of --data; --out is then a folder of "
-                                  f"Parquet shards, one per input shard, and a rerun skips the finished ones; "
-                                  f"needs {INSTALL_HINT})", choices=ENGINES)
+    engine: str = option("local", "where the model runs: local (this process) or ray (a Ray cluster, one actor "
+                                  "pool over the shards of --data, writing one Parquet shard per input shard — "
+                                  "embed, predict: --out is then a folder of them; cluster: the run folder's "
+                                  "cluster_catalog/, after the fit on a sample here — and a rerun skips the "
+                                  f"finished ones; needs {INSTALL_HINT})", choices=ENGINES)
     address: str = option("auto", "the Ray cluster of --engine ray: auto (the running one, as `ray start` left it, "
                                   "else a new one on this machine) or HOST:PORT of its head node",
                           metavar="auto|HOST:PORT")

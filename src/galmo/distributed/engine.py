@@ -6,7 +6,9 @@ each) and maps them through an actor pool (``map_batches`` with a callable class
 :mod:`galmo.distributed.workers`, which loads the model once per actor; ``num_gpus=1`` per actor on a
 cluster with GPUs). Each actor writes ``<out>/<shard>.parquet`` under a temporary name renamed at the
 end, so a killed run leaves only complete shards and a rerun skips them: it loses at most the shards
-in flight and never writes an id twice. Ray is imported here only, inside the functions.
+in flight and never writes an id twice. ``galmo cluster`` writes its shards in ``<out>/cluster_catalog/``
+after fitting its pipeline once on the driver (the worker's ``before_run``). Ray is imported here only,
+inside the functions.
 """
 
 from __future__ import annotations
@@ -56,19 +58,23 @@ def connect(ray, address: str = "auto") -> None:
 
 
 def run_sharded(verb: str, cfg, engine: EngineConfig, log=print) -> dict:
-    """Run ``verb`` ("embed" or "predict", its config ``cfg``) over the shards of ``cfg.data`` into the
-    folder ``cfg.out``; returns the summary (counts, rejected.csv, images/s). A shard that fails
-    raises GalmoError naming it, or with ``cfg.on_error == 'skip'`` is listed in rejected.csv."""
+    """Run ``verb`` ("embed", "predict" or "cluster", its config ``cfg``) over the shards of ``cfg.data``
+    into the folder ``cfg.out`` (cluster: its ``cluster_catalog/``, after the fit on the driver);
+    returns the summary (counts, rejected.csv, images/s). A shard that fails raises GalmoError naming
+    it, or with ``cfg.on_error == 'skip'`` is listed in rejected.csv."""
+    from galmo.distributed.workers import WORKERS
+
     ray = import_ray()
     cfg, shards, todo, rejected = prepare(verb, cfg, engine, log)
     t0, done = time.perf_counter(), {"n": 0, "shard_seconds": 0.0, "failed": []}
     if todo:
+        WORKERS[verb].before_run(cfg, shards, log)
         connect(ray, engine.address)
         t0 = time.perf_counter()  # images/s: from the actors' start to the last shard
         done = collect(execute(ray, verb, cfg, engine, todo), len(todo), cfg, log)
-    seconds, n = time.perf_counter() - t0, done["n"]
-    rejected_csv = finish(Path(cfg.out), shards, rejected + done["failed"], log)
-    return {"out": cfg.out, "shards": len(shards), "written": len(todo) - len(done["failed"]),
+    seconds, n, out = time.perf_counter() - t0, done["n"], shard_folder(verb, cfg)
+    rejected_csv = finish(out, shards, rejected + done["failed"], log)
+    return {"out": str(out), "shards": len(shards), "written": len(todo) - len(done["failed"]),
             "finished_before": len(shards) - len(todo), "failed": [ref for ref, _ in done["failed"]], "n": n,
             "seconds": seconds, "images_per_s": n / seconds if n and seconds > 0 else None,
             "shard_seconds": done["shard_seconds"], "rejected": rejected_csv}
@@ -104,7 +110,8 @@ def execute(ray, verb: str, cfg, engine: EngineConfig, todo: list[Shard]):
     gpus = int(resources.get("GPU", 0)) if cfg.device != "cpu" else 0
     size = max(1, min(engine.concurrency or gpus or int(resources.get("CPU", 1)), len(todo)))
     ds = ray.data.from_items([s.to_row() for s in todo], override_num_blocks=len(todo))
-    results = ds.map_batches(WORKERS[verb], fn_constructor_kwargs={"cfg": cfg.to_dict(), "out": cfg.out},
+    results = ds.map_batches(WORKERS[verb], fn_constructor_kwargs={"cfg": cfg.to_dict(),
+                                                                   "out": str(shard_folder(verb, cfg))},
                              batch_size=1, compute=ActorPoolStrategy(size=size), num_gpus=1 if gpus else 0)
     yield from results.iter_rows()
 
@@ -118,7 +125,9 @@ def prepare(verb: str, cfg, engine: EngineConfig, log=print):
     if not cfg.data or not cfg.out:
         raise GalmoError(f"{verb} --engine ray: give --data and --out")
     cfg = _absolute(cfg)
-    out = check_output(cfg.out, "dir", log)
+    check_output(cfg.out, "dir", log)
+    out = shard_folder(verb, cfg)
+    out.mkdir(parents=True, exist_ok=True)
     shards, rejected = list_shards(cfg.data, engine.shard_size, cfg.on_error)
     _check_record(out, verb, cfg, engine, shards)
     for tmp in sorted(out.glob(".*.tmp.parquet")) + sorted(out.glob(".*.tmp.csv")):
@@ -129,13 +138,21 @@ def prepare(verb: str, cfg, engine: EngineConfig, log=print):
     return cfg, shards, todo, rejected
 
 
+def shard_folder(verb: str, cfg) -> Path:
+    """Where the output shards of ``verb`` go: ``cfg.out``, or its sub-folder of the verb's worker."""
+    from galmo.distributed.workers import WORKERS
+
+    return Path(cfg.out) / WORKERS[verb].subfolder
+
+
 def _absolute(cfg):
-    """``cfg`` with its data, out and run paths absolute (the actors may start elsewhere)."""
+    """``cfg`` with its data, out, run, encoder and weights paths absolute (the actors may start elsewhere)."""
     changes = {k: str(Path(getattr(cfg, k)).expanduser().resolve()) for k in ("data", "out")}
     if getattr(cfg, "run", None):
         changes["run"] = tuple(str(Path(r).expanduser().resolve()) for r in cfg.run)
-    if getattr(cfg, "encoder", None) and Path(cfg.encoder).exists():
-        changes["encoder"] = str(Path(cfg.encoder).resolve())
+    for k in ("encoder", "weights"):
+        if getattr(cfg, k, None) and Path(getattr(cfg, k)).exists():
+            changes[k] = str(Path(getattr(cfg, k)).resolve())
     return cfg.replace(**changes)
 
 

@@ -3,7 +3,9 @@ per actor and turn each shard of a batch into its output Parquet shard.
 
 Each one calls, on one shard, the library functions that ``--engine local`` calls on the whole source
 (:func:`galmo.methods.embeddings.run.run_embed`; :func:`galmo.methods.supervised.run.predict` +
-:func:`galmo.core.catalog.write_catalog`), so the rows and columns are the same. No Ray import here:
+:func:`galmo.core.catalog.write_catalog`; for cluster, the pipeline fitted on the driver and the
+functions of :mod:`galmo.methods.unsupervised.run` that assign galaxies and make the catalog's rows), so
+the rows and columns are the same. No Ray import here:
 Ray instantiates the classes; they also run in a plain process (tests, ``--engine local`` loops).
 """
 
@@ -16,6 +18,7 @@ from galmo.core.errors import GalmoError
 from galmo.distributed.shards import Shard, open_shard
 from galmo.methods.embeddings.config import EmbedConfig
 from galmo.methods.supervised.config import PredictConfig
+from galmo.methods.unsupervised.config import ClusterConfig
 
 RESULT_KEYS = ("name", "ref", "n", "seconds", "error", "fatal")
 
@@ -45,6 +48,11 @@ class ShardWorker:
     ``fatal``: the model could not be loaded, which no shard can be skipped for)."""
 
     config_class: type  # the verb's config (a galmo.core.config.Config)
+    subfolder = ""  # where in --out the shards go ("": --out itself)
+
+    @staticmethod
+    def before_run(cfg, shards: list[Shard], log=print) -> None:
+        """What the driver does once before the actors start (the shards still to write are ``shards``)."""
 
     def __init__(self, cfg: dict, out: str):
         from galmo.nn.infer import set_backend
@@ -125,4 +133,28 @@ class PredictWorker(ShardWorker):
         return len(preds)
 
 
-WORKERS = {"embed": EmbedWorker, "predict": PredictWorker}
+class ClusterWorker(ShardWorker):
+    """``galmo cluster --engine ray``: the pipeline the driver fitted (:func:`fit_on_driver`) loaded once
+    from the run folder, :func:`galmo.distributed.cluster.write_shard` on each shard."""
+
+    config_class = ClusterConfig
+    subfolder = "cluster_catalog"
+
+    @staticmethod
+    def before_run(cfg, shards: list[Shard], log=print) -> None:
+        from galmo.distributed.cluster import fit_on_driver
+
+        fit_on_driver(cfg, shards, log)
+
+    def load(self) -> None:
+        from galmo.distributed.fitted import load_fitted
+
+        self.pipe, self.fit = load_fitted(self.cfg.out)
+
+    def write(self, src, path: Path) -> int:
+        from galmo.distributed.cluster import write_shard
+
+        return write_shard(self.pipe, self.fit, self.cfg, src, path, _quiet)
+
+
+WORKERS = {"embed": EmbedWorker, "predict": PredictWorker, "cluster": ClusterWorker}

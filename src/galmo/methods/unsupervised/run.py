@@ -134,13 +134,19 @@ def input_resampler(src, cfg: ClusterConfig):
     return fit_source(src, (None, side, side), None, cfg.framing, cfg.crop_frac)
 
 
+def sample_positions(n: int, cfg: ClusterConfig) -> np.ndarray | None:
+    """The positions (of ``n`` galaxies) the pipeline is fitted on: None (every one) when ``n`` is at most
+    ``fit_max``, else a seeded random ``fit_max`` of them, sorted (``--engine ray``: over the shards in order)."""
+    if n <= cfg.fit_max:
+        return None
+    return np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.fit_max, replace=False))
+
+
 def read_fit_sample(src, cfg: ClusterConfig, fit) -> tuple[np.ndarray, np.ndarray]:
     """(row positions, images) of the galaxies the pipeline is fitted on: every readable one when the
     source has at most ``fit_max``, else a seeded random ``fit_max`` of them (source order); brought
     to the pipeline's input by ``fit`` (the resampler of :func:`input_resampler`)."""
-    n = len(src)
-    chosen = None if n <= cfg.fit_max else np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.fit_max,
-                                                                                            replace=False))
+    chosen = sample_positions(len(src), cfg)
     rows, imgs = [], []
     for pos, X in src.iter_batches(batch_size=cfg.batch_size, kind="image", progress=False):
         if chosen is not None:
@@ -157,8 +163,6 @@ def assign_rest(pipe, src, fit_rows: np.ndarray, cfg: ClusterConfig, fit) -> dic
     """The galaxies outside the fit sample streamed through the fitted ``pipe`` batch by batch
     (framed by ``fit``, as the sample was): {"rows", "coords", K: (groups, agreement, member
     labels)}; None when every galaxy was fitted."""
-    if len(src) <= cfg.fit_max:
-        return None
     vc = pipe.steps[-1][1]
     rows, coords, per_k = [], [], {k: [] for k in vc.per_k_}
     bar = _bar(cfg.progress, len(src) - len(fit_rows), "assign")
@@ -191,11 +195,12 @@ def _bar(progress: bool, total: int, desc: str):
     return tqdm(total=total, unit="img", desc=desc, leave=False)
 
 
-def groups_of(pipe, fit_rows: np.ndarray, P_fit: np.ndarray, rest: dict | None) -> dict:
+def groups_of(pipe, fit_rows: np.ndarray, P_fit: np.ndarray, rest: dict | None, pick=slice(None)) -> dict:
     """Rows (source order), coordinates and, per K, groups / agreement / member labels of every galaxy:
-    the fitted ones keep the labels of the fit, the others those of :func:`assign_rest`."""
+    the fitted ones keep the labels of the fit, the others those of :func:`assign_rest`. ``pick``: which
+    of the fitted galaxies ``fit_rows`` and ``P_fit`` are (default all; ``--engine ray``: one shard's)."""
     vc = pipe.steps[-1][1]
-    per_k = {k: (r["labels"], r["agreement"], r["member_labels"]) for k, r in vc.per_k_.items()}
+    per_k = {k: (r["labels"][pick], r["agreement"][pick], r["member_labels"][pick]) for k, r in vc.per_k_.items()}
     rows, coords = fit_rows, np.asarray(P_fit, dtype=np.float32)
     if rest is not None:
         order = np.argsort(np.concatenate([fit_rows, rest["rows"]]), kind="stable")
@@ -281,19 +286,24 @@ def _fit_and_assign(src, cfg: ClusterConfig, run_dir: Path, timings: dict) -> tu
     src, framing = input_resampler(src, cfg)
     fit_rows, X = read_fit_sample(src, cfg, framing)
     timings["read"] = time.perf_counter() - t
-    if len(fit_rows) < max(cfg.k):
-        raise GalmoError(f"{len(fit_rows)} readable galaxies: too few for K={max(cfg.k)} groups",
-                         path=getattr(src, "path", None))
-    digest = hashlib.sha1(np.ascontiguousarray(X).tobytes()).hexdigest()[:16]  # what the fit saw (Reproducibility)
-    pipe = make_pipeline(cfg, n_fit=len(X), run_dir=run_dir)
-    outs = fit_pipeline(pipe, X, timings)
+    pipe, P, digest = fit_on_sample(X, cfg, run_dir, timings, where=getattr(src, "path", None))
     del X
-    P, _ = coordinates(outs)
     t = time.perf_counter()
-    rest = assign_rest(pipe, src, fit_rows, cfg, framing)
+    rest = assign_rest(pipe, src, fit_rows, cfg, framing) if len(src) > cfg.fit_max else None
     if rest is not None:
         timings["assign"] = time.perf_counter() - t
     return pipe, {**groups_of(pipe, fit_rows, P, rest), "n_fit": len(fit_rows), "fit_images_sha1": digest}
+
+
+def fit_on_sample(X: np.ndarray, cfg: ClusterConfig, run_dir, timings: dict, where=None) -> tuple:
+    """(the fitted pipeline, the coordinates of the sample, the digest of its images) from the sample's
+    images ``X`` (:func:`read_fit_sample`); ``where``: the source a too small sample is blamed on."""
+    if len(X) < max(cfg.k):
+        raise GalmoError(f"{len(X)} readable galaxies: too few for K={max(cfg.k)} groups", path=where)
+    digest = hashlib.sha1(np.ascontiguousarray(X).tobytes()).hexdigest()[:16]  # what the fit saw (Reproducibility)
+    pipe = make_pipeline(cfg, n_fit=len(X), run_dir=run_dir)
+    P, _ = coordinates(fit_pipeline(pipe, X, timings))
+    return pipe, P, digest
 
 
 def _metrics(pipe, res: dict, cat: pd.DataFrame, cfg: ClusterConfig) -> dict:
@@ -361,6 +371,12 @@ def _coords(res: dict, cfg: ClusterConfig) -> tuple[np.ndarray, str]:
 def _write_catalog(res: dict, cat: pd.DataFrame, cfg: ClusterConfig, run_dir: Path) -> Path:
     from galmo.core.catalog import write_catalog
 
+    return write_catalog(catalog_frame(res, cat, cfg), run_dir / "cluster_catalog.parquet")
+
+
+def catalog_frame(res: dict, cat: pd.DataFrame, cfg: ClusterConfig) -> pd.DataFrame:
+    """The rows of cluster_catalog.parquet of the galaxies of ``res`` (:func:`groups_of`), ``cat`` their
+    catalog rows (``--engine ray``: those of one shard)."""
     groups, agreement, member_labels = res["per_k"][int(cfg.k[0])]
     out = pd.DataFrame({"id": cat["id"].astype(str).to_numpy(), "group": groups, "agreement": agreement})
     for j, nm in enumerate(cfg.members):
@@ -374,7 +390,7 @@ def _write_catalog(res: dict, cat: pd.DataFrame, cfg: ClusterConfig, run_dir: Pa
     for col in ("label", "label_name"):
         if col in cat.columns:
             out[col] = cat[col].to_numpy()
-    return write_catalog(out, run_dir / "cluster_catalog.parquet")
+    return out
 
 
 def _write_confusion(res: dict, cat: pd.DataFrame, src, run_dir: Path) -> None:
