@@ -1,6 +1,7 @@
 """The web explorer (``galmo serve``) and the expert loop (``galmo finetune``) on real run folders of a tiny
 source: a trained run with predictions, embeddings (the run as encoder) and outliers, and a cluster run.
-Pages are driven with FastAPI's TestClient (no browser: Playwright is not installed here)."""
+Pages are driven with FastAPI's TestClient; the browser tests (Playwright, Chromium) are in
+``test_web_browser.py``."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from galmo.web.labels import JOURNAL, LabelStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from supervised_data import make_tiny_source
+from web_data import FAST, cluster_run, trained_run
 
-FAST = ["--device", "cpu", "--no-progress"]
 EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:[a-z]+:)?//|https?://|url\(\s*["']?(?:[a-z]+:)?//""",
                       re.IGNORECASE)
 
@@ -39,24 +40,12 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(tiny, tmp_path_factory):
     """A trained run with predictions of every galaxy, its embeddings and an outliers sub-run."""
-    run = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["train", "--data", str(tiny), "--out", str(run), "--model", "simple_cnn", "--epochs", "2", "--width",
-                 "4", "--batch-size", "16", "--lr", "3e-3", "--seed", "3", *FAST]) == 0
-    assert main(["predict", "--run", str(run), "--data", str(tiny), "--out", str(run / "predictions.parquet"),
-                 *FAST]) == 0
-    assert main(["embed", "--encoder", str(run), "--data", str(tiny), "--out", str(run / "embeddings.parquet"),
-                 *FAST]) == 0
-    assert main(["outliers", "--emb", str(run / "embeddings.parquet"), "--out", str(run / "outliers")]) == 0
-    return run
+    return trained_run(tiny, tmp_path_factory.mktemp("runs") / "run")
 
 
 @pytest.fixture(scope="module")
 def clustered(tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "clus"
-    assert main(["cluster", "--data", str(tiny), "--out", str(out), "--k", "3", "--no-invariant", "--no-graph",
-                 "--no-polar", "--features", "euml", "--image-size", "32", "--morph-per-group", "0",
-                 "--no-progress"]) == 0
-    return out
+    return cluster_run(tiny, tmp_path_factory.mktemp("runs") / "clus")
 
 
 @pytest.fixture
@@ -147,10 +136,10 @@ def test_lists_are_paginated(client, run):
 def test_nothing_is_loaded_from_another_site(client, run):
     pages = ["/", "/run/run", "/run/clus", "/run/clus/groups", "/run/clus/groups/0", "/run/run/predictions",
              "/run/run-outliers/outliers", "/run/run/queue", "/run/run/labels", "/galaxy/g0001", "/search?q=g0",
-             "/galaxy/nothing"]
+             "/galaxy/nothing", "/run/run/map", "/run/run/upload"]
     html = {u: client.get(u).text for u in pages}
     assets = {a for h in html.values() for a in re.findall(r'(?:src|href)="(/static/[^"]+)"', h)}
-    assert {"/static/style.css", "/static/queue.js"} <= assets
+    assert {"/static/style.css", "/static/queue.js", "/static/map.js"} <= assets
     served = {**html, **{a: client.get(a).text for a in assets}}
     found = {u: EXTERNAL.findall(t) for u, t in served.items() if EXTERNAL.search(t)}
     assert not found, found
@@ -307,5 +296,137 @@ def test_finetune_retrains_on_the_expert_labels_and_measures_the_change(run, tin
     assert "Fine-tuned on expert labels" in page and f"{res['after']['top1']:.4g}" in page
 
 
-def test_browser_end_to_end():
-    pytest.importorskip("playwright", reason="Playwright is not installed: the browser tests need it and chromium")
+
+# ---------------------------------------------------------------- the embedding map
+def test_embedding_map_is_the_pca_of_the_embeddings_cached_beside_them(client, run, clustered, tmp_path):
+    from sklearn.decomposition import PCA
+
+    from galmo.methods.embeddings.index import l2_normalise
+    from galmo.methods.embeddings.store import read_embeddings
+    from galmo.web.emap import map_path
+
+    map_path(run / "embeddings.parquet").unlink(missing_ok=True)
+    got = client.get("/api/run/run/map").json()
+    emb = read_embeddings(run / "embeddings.parquet")
+    assert got["ids"] == emb.ids.tolist() and got["n"] == got["shown"] == len(emb.ids)
+    pca = PCA(2).fit(l2_normalise(emb.X.astype(np.float64)))
+    assert got["explained"] == pytest.approx(pca.explained_variance_ratio_.tolist(), rel=1e-4)
+    ref = pca.transform(l2_normalise(emb.X.astype(np.float64)))
+    for axis, k in (("x", 0), ("y", 1)):  # the same axis up to its sign, scaled to the map
+        assert abs(np.corrcoef(got[axis], ref[:, k])[0, 1]) > 0.999
+    cached = map_path(run / "embeddings.parquet")
+    assert cached.is_file() and not list(run.glob(".embeddings.map.parquet.*"))  # written atomically
+    stamp = cached.stat().st_mtime_ns
+    again = TestClient(create_app([run], thumb_cache=tmp_path / "t")).get("/api/run/run/map").json()
+    assert again["x"] == got["x"] and cached.stat().st_mtime_ns == stamp  # read back, not recomputed
+    assert "map" not in {p.name for p in run.iterdir() if p.suffix == ".parquet" and "emb" not in p.name}
+
+
+def test_embedding_map_colours_by_the_groups_classes_and_scores_of_every_run(client, run, clustered):
+    options = dict(client.get("/api/run/run/map").json()["options"])
+    assert {"label", "group:clus", "predicted:run", "confidence:run", "outlier:run-outliers"} <= set(options)
+    got = client.get("/api/run/run/map?colour=group:clus").json()["colour"]
+    groups = pd.read_parquet(clustered / "cluster_catalog.parquet").set_index("id")["group"].astype(str).replace(
+        "-1", "unclassified")
+    ids = client.get("/api/run/run/map").json()["ids"]
+    assert got["kind"] == "category" and [got["categories"][v] for v in got["values"]] == groups.loc[ids].tolist()
+    score = client.get("/api/run/run/map?colour=outlier:run-outliers").json()["colour"]
+    table = pd.read_csv(run / "outliers" / "outliers.csv", dtype={"id": str}).set_index("id")["anomaly_score"]
+    assert score["kind"] == "numeric" and score["values"] == pytest.approx(table.loc[ids].tolist(), abs=1e-5)
+    page = client.get("/run/run/map").text
+    assert "/static/map.js" in page and 'id="map-canvas"' in page and "/run/run/map" in client.get("/run/run").text
+    assert client.get("/run/clus/map").status_code == 404
+
+
+def test_embedding_map_samples_a_large_run(tmp_path, monkeypatch):
+    from galmo.methods.embeddings.store import write_embeddings
+    from galmo.web import emap
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 8)).astype(np.float32)
+    write_embeddings(tmp_path / "e.parquet", [f"e{i}" for i in range(500)], X, {"model": "none"})
+    monkeypatch.setattr(emap, "MAP_POINTS", 120)
+    monkeypatch.setattr(emap.sample, "__defaults__", (120, 0))
+    got = TestClient(create_app([tmp_path], thumb_cache=tmp_path / "t")).get(f"/api/run/{tmp_path.name}/map").json()
+    assert got["n"] == 500 and got["shown"] == len(got["ids"]) == len(set(got["ids"])) == 120
+    assert min(got["x"]) == 0 and max(max(got["x"]), max(got["y"])) == 1  # one scale for both axes
+
+
+# ---------------------------------------------------------------- upload
+def _fits_bytes(image) -> bytes:
+    import io
+
+    from astropy.io import fits
+
+    buf = io.BytesIO()
+    fits.PrimaryHDU(image).writeto(buf)
+    return buf.getvalue()
+
+
+def test_an_uploaded_image_is_predicted_and_placed_among_its_neighbours(client, run, tiny):
+    from PIL import Image
+
+    from galmo.sources import open_source
+
+    image = open_source(tiny).read([5], kind="image")[0]
+    r = client.post("/run/run/upload", files={"file": ("g5.fits", _fits_bytes(image), "application/fits")})
+    assert r.status_code == 200
+    expected = pd.read_parquet(run / "predictions.parquet").set_index("id").loc["g0005"]
+    assert f'id="upload-pred">{expected["pred_name"]}<' in r.text
+    shown = float(re.search(r"upload-pred.*?confidence ([0-9.]+)", r.text, re.DOTALL)[1])
+    assert shown == pytest.approx(expected["confidence"], abs=2e-3)  # as galmo predict said (batch of 1, FITS round trip)
+    found = r.text.split("<h3>nearest neighbours</h3>")[1]
+    sims = [float(s) for s in re.findall(r"sim ([0-9.]+)", found)]
+    ids = [u.rsplit("/", 1)[1] for u in _links(found) if u.startswith("/galaxy/")]
+    from galmo.methods.embeddings.index import index_for, neighbours
+
+    index, emb, _ = index_for(run / "embeddings.parquet")
+    same = neighbours(index, emb, "g0005", k=10)  # the neighbours of the galaxy the image was cut from, itself included
+    assert len(ids) == 10 and sims == pytest.approx(same["similarity"].tolist(), abs=2e-3)
+    above = same[same["similarity"] > same["similarity"].min() + 1e-3]["id"]  # clear of any tie at the 10th
+    assert set(above) <= set(ids)
+    big = np.kron(np.transpose(image, (1, 2, 0))[..., ::-1], np.ones((2, 2, 1)))  # a 64 px PNG (RGB order)
+    png = pd.io.common.BytesIO()
+    Image.fromarray((np.clip(big, 0, 1) * 255).astype(np.uint8)).save(png, format="PNG")
+    r = client.post("/run/run/upload", files={"file": ("mine.png", png.getvalue(), "image/png")})
+    assert r.status_code == 200 and "3 × 64 × 64" in r.text and 'id="upload-pred"' in r.text
+    assert "mine.png: files of 64 px resized" in r.text and "galmo-upload-" not in r.text  # said, naming the upload
+    raw = client.post("/run/run/upload?filename=g5.fits", content=_fits_bytes(image),
+                      headers={"content-type": "application/octet-stream"})
+    assert raw.status_code == 200 and f'id="upload-pred">{expected["pred_name"]}<' in raw.text
+
+
+def test_bad_uploads_are_refused_with_a_message_naming_the_file(client, monkeypatch):
+    from galmo.web import upload
+
+    png = b"\x89PNG\r\n\x1a\n"
+    cases = [(("notes.txt", b"hello"), 400, "notes.txt: not a PNG, JPEG or FITS image"),
+             (("fake.png", b"GIF89a...."), 400, "fake.png: not a PNG image"),
+             (("empty.fits", b""), 400, "empty.fits: empty file"),
+             (("torn.png", png + b"\0" * 20), 400, "torn.png: not a readable PNG/JPEG image"),
+             (("bad.fits", b"SIMPLE  = T" + b" " * 100), 400, "bad.fits")]
+    for (name, data), status, message in cases:
+        r = client.post("/run/run/upload", files={"file": (name, data, "application/octet-stream")})
+        assert r.status_code == status and message in r.text and "Traceback" not in r.text, (name, r.text[-400:])
+        assert "/tmp" not in r.text.split('id="upload-error"')[1][:300]  # the temporary copy is not named
+    r = client.post("/run/run/upload", data={"other": "x"}, files={"nofile": ("a.png", png, "image/png")})
+    assert r.status_code == 400 and "no file in the upload" in r.text
+    monkeypatch.setattr(upload, "MAX_UPLOAD", 1000)
+    r = client.post("/run/run/upload", files={"file": ("big.png", png + b"\0" * 70_000, "image/png")})
+    assert r.status_code == 413 and "larger than" in r.text
+    assert client.post("/run/clus/upload", files={"file": ("a.png", png, "image/png")}).status_code == 404
+    assert client.get("/run/run/upload").status_code == 200 and client.get("/run/clus/upload").status_code == 404
+
+
+def test_expert_labels_on_galaxies_train_frac_left_unused_join_the_training(tmp_path):
+    from galmo.web.finetune import relabel
+
+    cat = pd.DataFrame({"id": [f"u{i}" for i in range(6)], "label": [0, 1, 2, 0, 1, 2]})
+    pd.DataFrame({"id": cat["id"], "split": ["train", "unused", "unused", "val", "test", "unused"]}).to_csv(
+        tmp_path / "split.csv", index=False)
+    labels = pd.DataFrame({"id": ["u1", "u2", "u4"], "label": [1, 0, 0], "decision": ["class"] * 3})
+    new, split, counts = relabel(cat, labels, tmp_path, ["a", "b", "c"])
+    assert counts == {"used": 2, "unknown_ids": 0, "ignored_test": 1, "changed": 0, "added": 2, "removed": 0}
+    assert dict(zip(split["id"], split["split"])) == {"u0": "train", "u1": "train", "u2": "train", "u3": "val",
+                                                      "u4": "test"}  # u5: unused and unlabelled, not trained on
+    assert new.set_index("id").loc[["u1", "u2", "u5"], "label"].tolist() == [1, 0, -1]

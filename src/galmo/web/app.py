@@ -1,13 +1,14 @@
 """The explorer's web application: ``create_app(run_dirs) -> FastAPI`` (served by ``galmo serve``).
 
 Pages are rendered on the server with Jinja2 (``templates/``); ``static/`` holds the CSS and the few
-lines of JavaScript (the queue's keyboard shortcuts). Nothing is loaded from another site: it works
+lines of JavaScript (the queue's keyboard shortcuts, the embedding map's canvas). Nothing is loaded from another site: it works
 offline. Every list is paginated (:data:`galmo.web.config.PAGE_SIZE` galaxies a page).
 
 Routes: ``/`` the runs; ``/run/NAME`` its overview (metrics, figures, fine-tuning before/after);
 ``/run/NAME/groups[/G]``, ``/run/NAME/predictions``, ``/run/NAME/outliers``, ``/run/NAME/queue``,
-``/run/NAME/labels`` (+ ``.csv`` / ``.parquet`` export); ``/galaxy/ID``; ``/search?q=``;
-``/thumb/BAND/ID`` (PNG); the JSON API of the queue under ``/api/run/NAME/``.
+``/run/NAME/labels`` (+ ``.csv`` / ``.parquet`` export), ``/run/NAME/map`` (the embedding map; its points
+from ``/api/run/NAME/map``), ``/run/NAME/upload`` (an image → prediction and neighbours); ``/galaxy/ID``;
+``/search?q=``; ``/thumb/BAND/ID`` (PNG); the JSON API of the queue under ``/api/run/NAME/``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -62,6 +64,7 @@ def create_app(run_dirs, data=None, who=None, thumb_cache=None) -> FastAPI:
     _pages(app, ex, templates)
     _lists(app, ex, templates)
     _queue(app, ex, templates)
+    _map_and_upload(app, ex, templates)
     return app
 
 
@@ -202,6 +205,44 @@ def _queue(app: FastAPI, ex: Explorer, templates) -> None:
             raise NotFound("export as expert_labels.csv or expert_labels.parquet")
         path = run.labels.export(run.path / f"expert_labels.{ext}")
         return FileResponse(path, filename=path.name)
+
+
+def _map_and_upload(app: FastAPI, ex: Explorer, templates) -> None:
+    """The embedding map (its page and points) and the upload of an image (prediction and neighbours)."""
+    from galmo.web.upload import MAX_UPLOAD, TYPES, analyse, read_upload
+
+    @app.get("/run/{name}/map")
+    def map_page(request: Request, name: str, colour: str | None = None):
+        run = _need(ex.run(name), "embeddings")
+        return _page(templates, request, "map.html.j2", run=run, colour=colour or "")
+
+    @app.get("/api/run/{name}/map")
+    def map_points(name: str, colour: str | None = None):
+        return ex.map_points(_need(ex.run(name), "embeddings"), colour)
+
+    def form(request: Request, run, status: int = 200, **ctx):
+        return _page(templates, request, "upload.html.j2", status, run=run, types=", ".join(TYPES),
+                     limit_mib=MAX_UPLOAD // 2 ** 20, **ctx)
+
+    @app.get("/run/{name}/upload")
+    def upload_form(request: Request, name: str):
+        return form(request, _uploadable(ex.run(name)))
+
+    @app.post("/run/{name}/upload")
+    async def upload(request: Request, name: str):
+        run = _uploadable(ex.run(name))
+        try:
+            filename, data = await read_upload(request)
+            result = await run_in_threadpool(analyse, ex, run, filename, data)
+        except GalmoError as e:
+            return form(request, run, 404 if isinstance(e, NotFound) else 400, error=str(e))
+        return form(request, run, result=result)
+
+
+def _uploadable(run):
+    if not (run.can_predict or run.embeddings_file is not None):
+        raise NotFound(f"run {run.name} has neither a model to predict an image nor embeddings to place it")
+    return run
 
 
 def _need(run, kind: str):

@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from galmo.core.schema import ANSWER_COLUMNS
 from galmo.web.runs import MORPHOLOGY, NotFound, Run, discover
@@ -28,6 +29,8 @@ class Explorer:
         self.sources = Sources([data] + [r.source_path for r in self.runs.values()])
         self.thumbs = ThumbCache(Path(thumb_cache) if thumb_cache else cache_dir() / "thumbs", self.sources)
         self._indexes: dict[str, tuple] = {}
+        self._maps: dict[str, tuple] = {}
+        self._models: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
     def run(self, name: str) -> Run:
@@ -86,17 +89,66 @@ class Explorer:
             entry["neighbours"] = self.neighbours(run, ident)
         return {"run": run.name, **entry} if entry else {}
 
-    def neighbours(self, run: Run, ident: str, k: int = N_NEIGHBOURS) -> list[dict]:
-        """The ``k`` nearest galaxies to ``ident`` in the run's embeddings (itself left out): id, similarity."""
-        from galmo.methods.embeddings.index import index_for, neighbours
+    def index(self, run: Run) -> tuple:
+        """(the faiss index, the embeddings, their ids as a set) of the run's embeddings, loaded once."""
+        from galmo.methods.embeddings.index import index_for
 
         with self._lock:
             if run.name not in self._indexes:
                 index, emb, _ = index_for(run.embeddings_file)
                 self._indexes[run.name] = (index, emb, set(emb.ids.tolist()))
-            index, emb, ids = self._indexes[run.name]
-        if ident not in ids:
+            return self._indexes[run.name]
+
+    def neighbours(self, run: Run, query, k: int = N_NEIGHBOURS) -> list[dict]:
+        """The ``k`` nearest galaxies to ``query`` (an id, itself left out, or an embedding vector) in the
+        run's embeddings: id, similarity."""
+        from galmo.methods.embeddings.index import neighbours
+
+        index, emb, ids = self.index(run)
+        if isinstance(query, str) and query not in ids:
             return []
-        table = neighbours(index, emb, ident, k=k + 1)
-        table = table[table["id"] != ident].head(k)
-        return [{"id": str(i), "similarity": float(s)} for i, s in zip(table["id"], table["similarity"])]
+        table = neighbours(index, emb, query, k=k + 1)
+        if isinstance(query, str):
+            table = table[table["id"] != query]
+        return [{"id": str(i), "similarity": float(s)} for i, s in zip(table["id"].head(k), table["similarity"])]
+
+    def model(self, run: Run) -> tuple:
+        """(the run's models, its 'supervised' config block), loaded once on the CPU."""
+        from galmo.methods.supervised.run import load_runs
+
+        with self._lock:
+            if run.name not in self._models:
+                models, _, sup = load_runs(run.path, device="cpu")
+                self._models[run.name] = (models, sup)
+            return self._models[run.name]
+
+    # ------------------------------------------------------------------ the embedding map
+    def map_points(self, run: Run, colour: str | None = None) -> dict:
+        """The points of the run's embedding map (see :mod:`galmo.web.emap`) coloured by ``colour`` (a key of
+        ``options``; none or unknown: the first), as the map page's script draws them."""
+        from galmo.web.emap import colour_values, sample
+
+        df, meta, options = self._map(run)
+        pos = sample(len(df))
+        key = colour if colour in options else next(iter(options), None)
+        xy = df[["x", "y"]].to_numpy(np.float64)[pos]
+        xy = (xy - xy.min(0)) / max(float(np.ptp(xy, axis=0).max()), 1e-30) if len(xy) else xy  # one scale: shapes kept
+        data = {"n": len(df), "shown": len(pos), "method": meta["method"], "explained": meta["explained"],
+                "ids": df["id"].iloc[pos].tolist(), "x": xy[:, 0].round(5).tolist(), "y": xy[:, 1].round(5).tolist(),
+                "options": [[k, v[0]] for k, v in options.items()], "colour": None}
+        if key is not None:
+            name, values, categorical = options[key]
+            data["colour"] = {"key": key, "name": name, **colour_values(values.iloc[pos], categorical)}
+        return data
+
+    def _map(self, run: Run) -> tuple:
+        from galmo.web.emap import colourings, embedding_map
+
+        if run.embeddings_file is None:
+            raise NotFound(f"run {run.name} has no embeddings to map (make them with galmo embed)")
+        with self._lock:
+            if run.name not in self._maps:
+                df, meta = embedding_map(run.embeddings_file)
+                labels = df["label_name"] if "label_name" in df.columns else None
+                self._maps[run.name] = (df, meta, colourings(self.runs, labels, pd.Index(df["id"])))
+            return self._maps[run.name]

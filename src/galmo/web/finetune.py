@@ -3,7 +3,8 @@
 The expert labels change the source's catalog in memory (the source's files are left alone):
 
 * a ``class`` decision on a galaxy of the run's train or validation split replaces its catalog label;
-  on a galaxy outside the run's split it adds that galaxy to the training split;
+  on a galaxy outside the run's split (or one ``--train-frac`` left ``unused``) it adds that galaxy to
+  the training split;
 * ``not_a_galaxy`` removes the galaxy from training; ``skip`` changes nothing;
 * labels on the run's **test** galaxies are not used: the test split stays held out and labelled as the
   catalog says, so the accuracy before and after is measured on the same galaxies with the same truth.
@@ -86,7 +87,8 @@ def relabel(catalog: pd.DataFrame, labels: pd.DataFrame, run: Path, class_names:
     old = cat["label"].to_numpy(np.int64) if "label" in cat.columns else np.full(len(cat), -1)
     split = pd.read_csv(run / "split.csv", dtype={"id": str}).set_index("id")["split"]
     part = ids.map(split).to_numpy(dtype=object)
-    lab = np.where(pd.isna(part), -1, old)
+    outside = pd.isna(part) | (part == "unused")  # not trained on by the run (``--train-frac``: 'unused')
+    lab = np.where(outside, -1, old)
     labels = labels.assign(id=labels["id"].astype(str)).drop_duplicates("id", keep="last")
     pos = pd.Index(ids).get_indexer(labels["id"])
     if (pos < 0).all() and len(labels):
@@ -105,7 +107,7 @@ def relabel(catalog: pd.DataFrame, labels: pd.DataFrame, run: Path, class_names:
               "changed": int(((lab[p] >= 0) & (new >= 0) & (lab[p] != new)).sum()),
               "added": int(((lab[p] < 0) & (new >= 0)).sum()), "removed": int(((lab[p] >= 0) & (new < 0)).sum())}
     lab[p] = new
-    part[p[pd.isna(part[p])]] = "train"
+    part[p[outside[p]]] = "train"
     cat["label"] = lab
     cat["label_name"] = [class_names[k] if 0 <= k < len(class_names) else "" for k in lab]
     keep = lab >= 0

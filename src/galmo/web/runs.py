@@ -243,28 +243,31 @@ class Run:
             return np.ones(len(ids), bool)
         return ~ids.map(self.split).eq("test").to_numpy()
 
-    def queue(self, key: str, n: int) -> tuple[list[dict], dict]:
-        """(the next ``n`` undecided galaxies in ``key`` order, progress {done, total})."""
+    def undecided(self) -> np.ndarray:
+        """Whether each prediction is still in the queue: in the pool and decided by no one yet."""
         if self.labels is None:
             raise NotFound(f"run {self.name} has no class predictions to label", path=self.path)
         open_ = self.queue_pool.copy()
         decided = self.predictions.index.get_indexer(list(self.labels.decided()))
         open_[decided[decided >= 0]] = False
+        return open_
+
+    def queue(self, key: str, n: int) -> tuple[list[dict], dict]:
+        """(the next ``n`` undecided galaxies in ``key`` order, progress {done, total})."""
+        open_ = self.undecided()
         order = self.order(key)
         nxt = order[open_[order]][:n]
         total = int(self.queue_pool.sum())
         return self.items(nxt), {"done": total - int(open_.sum()), "total": total}
 
     def items(self, positions) -> list[dict]:
-        """Prediction rows as the pages show them: id, predicted class, confidence, entropy, top classes."""
-        names = self.class_names or []
-        out = []
-        for r in self.predictions.rows(positions):
-            probs = sorted(((names[k] if k < len(names) else str(k), float(r[f"prob_{k}"]))
-                            for k in range(len(names)) if f"prob_{k}" in r), key=lambda t: -t[1])
-            out.append({"id": r["id"], "pred_name": r.get("pred_name"), "confidence": float(r["confidence"]),
-                        "entropy": float(r["entropy"]), "top": probs[:3], "label_name": r.get("label_name")})
-        return out
+        """Prediction rows as the pages show them (see :func:`item`)."""
+        return [item(r, self.class_names or []) for r in self.predictions.rows(positions)]
+
+    @property
+    def can_predict(self) -> bool:
+        """Whether the run holds a supervised model (``galmo train``) that can predict a new image."""
+        return bool(self.config.get("supervised")) and (self.path / "model.safetensors").is_file()
 
     # ------------------------------------------------------------------ groups
     @cached_property
@@ -292,6 +295,14 @@ class Run:
                     counts) else (None, None)
             out.append(row)
         return out
+
+
+def item(r: dict, names: list[str]) -> dict:
+    """One prediction row as the pages show it: id, predicted class, confidence, entropy, top classes."""
+    probs = sorted(((names[k] if k < len(names) else str(k), float(r[f"prob_{k}"]))
+                    for k in range(len(names)) if f"prob_{k}" in r), key=lambda t: -t[1])
+    return {"id": r["id"], "pred_name": r.get("pred_name"), "confidence": float(r["confidence"]),
+            "entropy": float(r["entropy"]), "top": probs[:3], "label_name": r.get("label_name")}
 
 
 def page_of(positions, page: int, size: int) -> tuple[np.ndarray, dict]:
