@@ -1,4 +1,5 @@
-"""GalSim simulator of DECaLS-like galaxies of the ten Galaxy10 classes: galmo's embedded default data.
+"""GalSim simulator of galaxies of the ten Galaxy10 classes as DECaLS (galmo's embedded default data), SDSS, HST
+or a randomised mixture of surveys would see them.
 
 >>> from galmo.simulate import simulate, default_sample
 >>> path = simulate(200, size=64, seed=0, out="sims.h5")      # doctest: +SKIP
@@ -16,7 +17,7 @@ builds its parser) imports nothing else.
 import importlib
 
 __all__ = ["simulate", "default_sample", "DEFAULT_N", "DEFAULT_SIZE", "RECIPE_VERSION", "ANOMALY_TYPES",
-           "parse_class_weights", "truth_path", "class_montage"]
+           "parse_class_weights", "truth_path", "class_montage", "survey_montage"]
 
 
 def __getattr__(name):

@@ -21,7 +21,7 @@ from galmo.simulate.run import ANOMALY_TYPES  # noqa: F401  (the names, defined 
 
 
 def inject(kind: str, b, sigma: np.ndarray) -> None:
-    """Add anomaly ``kind`` to the builder's scene (``sigma``: per-band sky noise per pixel)."""
+    """Add anomaly ``kind`` to the builder's scene (``sigma``: sky noise per pixel in each of the survey's bands)."""
     {"satellite_trail": _trail, "cosmic_rays": _cosmic_rays, "ring": _ring, "lensed_arc": _arc}[kind](b, sigma)
 
 
@@ -32,17 +32,18 @@ def _trail(b, sigma):
     dist = np.abs(-math.sin(ang) * x + math.cos(ang) * y - rng.uniform(-0.3, 0.3) * b.size * canvas.scale)
     w = 0.5 * canvas.scale  # σ of the streak before the PSF: unresolved
     line = np.exp(-0.5 * (dist / w) ** 2) / (math.sqrt(2 * math.pi) * 0.5)  # unit flux per pixel of length
-    bands = rng.choice(3, size=int(rng.integers(1, 3)), replace=False)
-    amp = np.zeros(3)
+    nb = len(sigma)
+    bands = rng.choice(nb, size=int(rng.integers(1, min(3, nb + 1))), replace=False)
+    amp = np.zeros(nb)
     amp[bands] = sigma[bands] * rng.uniform(10, 40)
-    b.scene.add(line, amp)  # layers are (image, per-band factors): here absolute per-band amplitudes
+    b.scene.add_observed(line, amp)  # absolute amplitudes in the survey's bands
 
 
 def _cosmic_rays(b, sigma):
     rng, size = b.rng, b.size
-    post = np.zeros((3, size, size))
+    post = np.zeros((len(sigma), size, size))
     for _ in range(int(rng.integers(3, 12))):
-        band = int(rng.integers(0, 3))
+        band = int(rng.integers(0, len(sigma)))
         length = int(rng.integers(1, 7))
         x0, y0 = rng.uniform(0, size, 2)
         ang = rng.uniform(0, 2 * np.pi)

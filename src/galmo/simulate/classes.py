@@ -50,8 +50,9 @@ def default_truth() -> dict:
 class Builder:
     """Draws one galaxy of class ``cls`` and renders it into a :class:`Scene` (``self.scene``)."""
 
-    def __init__(self, rng: np.random.Generator, cls: int, size: int):
+    def __init__(self, rng: np.random.Generator, cls: int, size: int, fov=(ph.FOV_PER_R50, ph.FOV_MIN)):
         self.rng, self.cls, self.size = rng, int(cls), int(size)
+        self.fov = fov  # (field of view in half-light radii, smallest field of view in arcsec)
         mu, sig, self.early = LUMINOSITY[self.cls]
         for _ in range(200):  # the visual-classification selection: resolved galaxies are kept
             self.z, self.absmag = ph.draw_redshift_and_absmag(rng, mu, sig)
@@ -79,7 +80,7 @@ class Builder:
     def open_canvas(self, r50: float) -> pr.Canvas:
         """Choose the pixel scale from the (catalogue-measured, 8 % scatter) size; pad by size/4."""
         measured = r50 * math.exp(self.rng.normal(0, 0.08))
-        scale = ph.pixel_scale(measured, self.size)
+        scale = ph.pixel_scale(measured, self.size, *self.fov)
         pad = max(8, self.size // 4)
         canvas = pr.Canvas(self.size + 2 * pad, scale)
         self.scene = pr.Scene(canvas)
@@ -421,10 +422,11 @@ assert len(RECIPES) == len(GALAXY10_CLASSES)
 # --------------------------------------------------------------------------------------------
 # Field: stars and neighbouring galaxies
 # --------------------------------------------------------------------------------------------
-def add_environment(b: Builder) -> None:
+def add_environment(b: Builder, stars: float = 1.0, neighbours: float = 1.0) -> None:
     """Field stars (counts ∝ 10^(0.25 m), 15 < r < 23, over the whole padded canvas so bright wings
     spill in) and neighbouring/background galaxies (∝ 10^(0.35 m), 17.5 < r < 22, small Sérsic
-    profiles, within the cutout) at roughly the high-latitude densities seen in DECaLS."""
+    profiles, within the cutout) at ``stars`` and ``neighbours`` times the high-latitude densities seen
+    in DECaLS."""
     rng, canvas = b.rng, b.scene.canvas
     half = canvas.n * canvas.scale / 2
     inside = b.size * canvas.scale / 2
@@ -434,14 +436,14 @@ def add_environment(b: Builder) -> None:
         a, c = 10 ** (slope * lo), 10 ** (slope * hi)
         return np.log10(a + u * (c - a)) / slope
 
-    ns = int(rng.poisson(0.7 * (2 * half / ph.FOV_MIN) ** 2))
+    ns = int(rng.poisson(0.7 * stars * (2 * half / ph.FOV_MIN) ** 2))
     xs, ys = rng.uniform(-half, half, (2, ns))
     gr = rng.uniform(0.3, 1.5, ns)
     ms = mags(ns, 15.0, 23.0, 0.25)
     seds = np.stack([10 ** (-0.4 * gr), np.ones(ns), 10 ** (0.4 * (0.55 * gr + rng.normal(0, 0.05, ns)))], axis=1)
     b.scene.add_points(xs, ys, seds * ph.mag_to_flux(ms)[:, None])
     star_in = (np.abs(xs) < inside) & (np.abs(ys) < inside)
-    nn = int(rng.poisson(1.0 * (2 * inside / ph.FOV_MIN) ** 2))
+    nn = int(rng.poisson(1.0 * neighbours * (2 * inside / ph.FOV_MIN) ** 2))
     xn, yn = rng.uniform(-inside, inside, (2, nn))
     for k in range(nn):
         m = float(mags(1, 17.5, 22.0, 0.35)[0])
@@ -454,9 +456,11 @@ def add_environment(b: Builder) -> None:
                    n_neighbours=nn, has_neighbour=nn > 0)
 
 
-def build(rng: np.random.Generator, cls: int, size: int) -> Builder:
-    """Draw and render galaxy of class ``cls`` (with its field) on a padded canvas."""
-    b = Builder(rng, cls, size)
+def build(rng: np.random.Generator, cls: int, size: int, fov=(ph.FOV_PER_R50, ph.FOV_MIN),
+          density=(1.0, 1.0)) -> Builder:
+    """Draw and render galaxy of class ``cls`` (with its field: ``density`` = (stars, neighbours)
+    relative to DECaLS) on a padded canvas covering ``fov`` = (half-light radii, smallest arcsec)."""
+    b = Builder(rng, cls, size, fov)
     RECIPES[cls](b)
-    add_environment(b)
+    add_environment(b, *density)
     return b

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from galmo.core.config import Config, option, progress_option, seed_option
+from galmo.simulate.surveys import SURVEY_NAMES
 
 
 @dataclass
@@ -22,6 +23,10 @@ class SimulateConfig(Config):
     anomalies: float = option(0.0, "fraction of galaxies with an injected anomaly")
     noiseless: bool = option(True, "also store the noiseless images")
     workers: int | None = option(None, "processes (none: all cores)")
+    survey: str = option("decals", "how the galaxies are observed: decals (GZ DECaLS g,r,z), sdss (GZ2-like g,r,i, "
+                                   "shallower, worse seeing, JPEG), hst (ACS F606W+F814W, sharp, deep, JPEG) or random "
+                                   "(a survey drawn per galaxy from broad ranges: domain randomisation)",
+                         choices=SURVEY_NAMES)
     seed: int = seed_option()
     progress: bool = progress_option()
 

@@ -24,17 +24,17 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from galmo.simulate.surveys import DECALS
+
 BANDS = ("g", "r", "z")
-NATIVE_PIXEL = 0.262  # DECam / Legacy Surveys pixel, arcsec
+NATIVE_PIXEL = DECALS.native_pixel  # DECam / Legacy Surveys pixel, 0.262 arcsec
 R_LIMIT = 17.8  # selection limit (SDSS MGS r < 17.77)
 R_BRIGHT = 12.0  # nothing brighter than this in the parent sample
 Z_MIN, Z_MAX = 0.02, 0.15
 H0, OMEGA_M = 70.0, 0.3
 
-# Surveys depth: per band, (lo, hi) of the 5σ point-source AB magnitude (Dey et al. 2019, DR8/DR9
-# medians) and the dark-sky surface brightness in mag/arcsec² at CTIO.
-DEPTH_RANGE = {"g": (24.1, 24.8), "r": (23.5, 23.9), "z": (22.6, 23.2)}
-SKY_MU = {"g": 22.0, "r": 20.9, "z": 18.5}
+# The DECaLS depth (per band, (lo, hi) of the 5σ point-source AB magnitude; Dey et al. 2019, DR8/DR9
+# medians), dark-sky brightness at CTIO and seeing are the ``decals`` preset of ``surveys.py``.
 # Relative dust optical depth per band for a Milky-Way-like law (Cardelli et al. 1989 at the DECam
 # effective wavelengths 480, 640, 920 nm), normalised to g.
 DUST_TAU_RATIO = np.array([1.0, 0.72, 0.42])
@@ -42,8 +42,8 @@ DUST_TAU_RATIO = np.array([1.0, 0.72, 0.42])
 # Galaxy10 DECaLS images come from GZ DECaLS cutouts: 424 px at pixscale
 # max(0.02 × petroR50, 0.1″) (Walmsley et al. 2022), i.e. a field of view of
 # max(8.48 × R50, 42.4″), later resized. We keep that field of view for any output size.
-FOV_PER_R50 = 424 * 0.02
-FOV_MIN = 424 * 0.1
+FOV_PER_R50 = DECALS.fov_per_r50[0]  # 424 × 0.02
+FOV_MIN = DECALS.fov_min  # 424 × 0.1
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,48 +173,71 @@ def moffat_nea(fwhm: float, beta: float) -> float:
     return float(np.pi * alpha**2 * (2 * beta - 1) / (beta - 1) ** 2)
 
 
-def draw_conditions(rng: np.random.Generator) -> dict:
-    """Seeing (round Moffat PSF: FWHM per band, β) and depth of one DECaLS cutout.
+def psf_nea(kind: str, fwhm: float, beta: float) -> float:
+    """Noise-equivalent area (arcsec²) of a round PSF of ``kind`` (moffat: closed form; kolmogorov,
+    airy: from a finely sampled GalSim image, cached)."""
+    if kind == "moffat":
+        return moffat_nea(fwhm, beta)
+    return _numeric_nea(kind, round(float(fwhm), 4))
 
-    The r seeing is log-normal around 1.2″ (DECaLS median ≈ 1.2–1.3″); g is 2–12 % worse and
-    z 2–12 % better (seeing ∝ λ^-0.2), all within 0.9–1.6″.
+
+@lru_cache(maxsize=512)
+def _numeric_nea(kind: str, fwhm: float) -> float:
+    from galmo.simulate.profiles import psf_profile
+
+    scale = fwhm / 10
+    img = psf_profile(kind, fwhm).drawImage(nx=256, ny=256, scale=scale, method="no_pixel").array
+    p = img / img.sum()
+    return float(scale**2 / (p**2).sum())
+
+
+def draw_conditions(rng: np.random.Generator, survey=None) -> dict:
+    """Seeing (round PSF: FWHM per band, Moffat β) and depth of one cutout of ``survey`` (default DECaLS).
+
+    The reference band's FWHM is log-normal around the survey's median (DECaLS r: 1.2″, median
+    ≈ 1.2–1.3″); the other bands are a drawn ratio of it (DECaLS g 2–12 % worse, z 2–12 % better:
+    seeing ∝ λ^-0.2), all within the survey's range (DECaLS 0.9–1.6″).
     """
-    fr = round(float(np.clip(1.2 * np.exp(rng.normal(0, 0.12)), 0.9, 1.6)), 2)
-    fwhm = {"g": round(float(np.clip(fr * rng.uniform(1.02, 1.12), 0.9, 1.6)), 2), "r": fr,
-            "z": round(float(np.clip(fr * rng.uniform(0.88, 0.98), 0.9, 1.6)), 2)}
+    s = survey or DECALS
+    ref = round(float(np.clip(s.fwhm * np.exp(rng.normal(0, s.fwhm_scatter)), *s.fwhm_range)), 2)
+    fwhm = {b: ref if b == s.ref_band else round(float(np.clip(ref * rng.uniform(*s.fwhm_ratio[b]), *s.fwhm_range)), 2)
+            for b in s.bands}
     # Moffat β of DECam coadd PSFs ≈ 2.5–4; half-integer β have closed-form Fourier transforms in
     # GalSim (others need a slow numerical Hankel transform per PSF), so β is 2.5 or 3.5.
-    beta = float(rng.choice([2.5, 3.5], p=[0.4, 0.6]))
-    depth = {b: float(rng.uniform(*DEPTH_RANGE[b])) for b in BANDS}
-    return {"fwhm": fwhm, "beta": beta, "depth": depth}
+    beta = float(rng.choice(s.betas, p=s.beta_p)) if s.psf == "moffat" else math.nan
+    depth = {b: float(rng.uniform(*s.depth[b])) for b in s.bands}
+    return {"fwhm": fwhm, "beta": beta, "depth": depth, "psf": s.psf}
 
 
-def noise_model(cond: dict, pxscale: float) -> tuple[np.ndarray, np.ndarray]:
+def noise_model(cond: dict, pxscale: float, survey=None) -> tuple[np.ndarray, np.ndarray]:
     """Per-band sky noise σ (nanomaggies per output pixel) and gain (electrons per nanomaggy).
 
-    σ at the native 0.262″ pixel follows from the 5σ point-source depth and the PSF noise-equivalent
-    area; an output pixel of ``pxscale`` ≥ 0.262″ integrates (pxscale/0.262)² native pixels, a finer
-    one interpolates (same surface-brightness noise, correlations ignored). The gain is set so that
-    the sky (SKY_MU) is Poisson with that variance, so source Poisson noise is I/gain.
+    σ at the native pixel (DECaLS 0.262″) follows from the 5σ point-source depth and the PSF
+    noise-equivalent area; an output pixel of ``pxscale`` ≥ native integrates (pxscale/native)² native
+    pixels, a finer one interpolates (same surface-brightness noise, correlations ignored). The gain is
+    set so that the sky (the survey's sky_mu) is Poisson with that variance, so source Poisson noise is I/gain.
     """
-    ratio = pxscale / NATIVE_PIXEL
+    s = survey or DECALS
+    native = s.native_pixel
+    ratio = pxscale / native
     per_pixel = ratio * min(1.0, ratio)
     sig, gain = [], []
-    for b in BANDS:
+    for b in s.bands:
         f5 = mag_to_flux(cond["depth"][b])
-        nea_px = moffat_nea(cond["fwhm"][b], cond["beta"]) / NATIVE_PIXEL**2
+        nea_px = psf_nea(cond.get("psf", "moffat"), cond["fwhm"][b], cond["beta"]) / native**2
         s_native = f5 / (5 * np.sqrt(nea_px))
-        sky_native = mag_to_flux(SKY_MU[b]) * NATIVE_PIXEL**2
+        sky_native = mag_to_flux(s.sky_mu[b]) * native**2
         sig.append(s_native * per_pixel)
         gain.append(sky_native / s_native**2)
     return np.array(sig), np.array(gain)
 
 
-def pixel_scale(r50_arcsec: float, size: int) -> float:
-    """Arcsec per output pixel: the GZ DECaLS field of view max(8.48 R50, 42.4″) over ``size`` px.
+def pixel_scale(r50_arcsec: float, size: int, per_r50: float = FOV_PER_R50, fov_min: float = FOV_MIN) -> float:
+    """Arcsec per output pixel: the field of view max(per_r50 × R50, fov_min) over ``size`` px (by
+    default GZ DECaLS': max(8.48 R50, 42.4″)).
 
     The field of view is rounded up to a 2 % geometric grid, so that PSF images can be cached.
     """
-    fov = max(FOV_PER_R50 * r50_arcsec, FOV_MIN)
-    k = math.ceil(round(math.log(fov / FOV_MIN) / math.log(1.02), 9))
-    return FOV_MIN * 1.02**k / size
+    fov = max(per_r50 * r50_arcsec, fov_min)
+    k = math.ceil(round(math.log(fov / fov_min) / math.log(1.02), 9))
+    return fov_min * 1.02**k / size

@@ -4,8 +4,8 @@ A :class:`Canvas` is the square patch of sky (in arcsec, centred on the target) 
 component is rendered *before* the PSF: GalSim draws the smooth profiles (Sérsic bulges and
 ellipticals, exponential disks of finite thickness, bars), numpy adds the structure GalSim has no
 profile for (logarithmic spiral arms, dust lanes, clumps, tidal tails). The scene is then convolved
-band by band with a Moffat PSF (drawn by GalSim, pixel response included) with FFTs, cropped from the
-padded canvas, and given sky + Poisson noise.
+band by band with a Moffat, Kolmogorov or Airy PSF (drawn by GalSim, pixel response included) with
+FFTs, cropped from the padded canvas, and given sky + Poisson noise.
 
 All pixel operations are vectorised numpy; coordinates follow GalSim: ``x`` is the column,
 ``y`` the row, both increasing, centred on the canvas's true centre.
@@ -236,13 +236,41 @@ def ring_image(canvas: Canvas, centre, radius: float, width: float, pa: float, i
 # --------------------------------------------------------------------------------------------
 # Observation: PSF, convolution, noise
 # --------------------------------------------------------------------------------------------
-def moffat_psf(canvas: Canvas, fwhm: float, beta: float) -> np.ndarray:
-    """Moffat (1969) PSF including the pixel response, unit sum, centred on pixel (n//2, n//2)."""
-    psf = galsim.Moffat(beta=float(beta), fwhm=float(fwhm), gsparams=GSPARAMS)
+def psf_profile(kind: str, fwhm: float, beta: float = 3.5) -> galsim.GSObject:
+    """A round PSF of ``fwhm``: ``moffat`` (Moffat 1969, ground-based coadds, with ``beta``),
+    ``kolmogorov`` (atmospheric turbulence, long exposures) or ``airy`` (a diffraction-limited
+    2.4 m mirror with HST's 33 % central obscuration)."""
+    if kind == "moffat":
+        return galsim.Moffat(beta=float(beta), fwhm=float(fwhm), gsparams=GSPARAMS)
+    if kind == "kolmogorov":
+        return galsim.Kolmogorov(fwhm=float(fwhm), gsparams=GSPARAMS)
+    if kind == "airy":
+        from galmo.simulate.surveys import AIRY_FWHM
+
+        return galsim.Airy(lam_over_diam=float(fwhm) / AIRY_FWHM, obscuration=0.33, gsparams=GSPARAMS)
+    raise ValueError(f"unknown PSF model {kind!r}")
+
+
+def psf_image(canvas: Canvas, fwhm: float, beta: float, kind: str = "moffat") -> np.ndarray:
+    """The PSF (:func:`psf_profile`) including the pixel response, unit sum, centred on pixel (n//2, n//2)."""
     img = canvas.image()
     off = 0.5 if canvas.n % 2 == 0 else 0.0
-    psf.drawImage(image=img, method="auto", offset=(off, off))
+    prof = psf_profile(kind, fwhm, beta)
+    if kind != "moffat" and fwhm < 1.5 * canvas.scale:  # with the pixel in k-space: a huge FFT
+        return _pixel_integrated(prof, canvas, off, fwhm)
+    prof.drawImage(image=img, method="auto", offset=(off, off))
     arr = img.array.astype(np.float64)
+    return arr / arr.sum()
+
+
+def _pixel_integrated(prof: galsim.GSObject, canvas: Canvas, off: float, fwhm: float, most: int = 9) -> np.ndarray:
+    """A sub-pixel PSF integrated over the pixels: drawn in real space on an odd ``s``× finer grid
+    (≥ 6 samples per FWHM, at most ``most``) and summed in s × s blocks; unit sum."""
+    s = min(most, 2 * math.ceil(3 * canvas.scale / fwhm) + 1)
+    n = canvas.n
+    sub = galsim.ImageF(n * s, n * s, scale=canvas.scale / s)
+    prof.drawImage(image=sub, method="no_pixel", offset=(off * s, off * s))
+    arr = sub.array.astype(np.float64).reshape(n, s, n, s).sum(axis=(1, 3))
     return arr / arr.sum()
 
 
@@ -255,10 +283,10 @@ def quantise_fwhm(fwhm_arcsec: float, scale: float, lo: float = 0.9, hi: float =
 
 
 @lru_cache(maxsize=2048)
-def psf_kernel(n: int, fwhm_pixels: float, beta: float) -> np.ndarray:
-    """rfft2 (complex64) of the Moffat PSF on an n × n canvas, its FWHM in pixels; cached (use
+def psf_kernel(n: int, fwhm_pixels: float, beta: float, kind: str = "moffat") -> np.ndarray:
+    """rfft2 (complex64) of the PSF on an n × n canvas, its FWHM in pixels; cached (use
     :func:`quantise_fwhm` so that seeing and pixel scale fall on a grid)."""
-    kern = sfft.rfft2(np.fft.ifftshift(moffat_psf(Canvas(n, 1.0), fwhm_pixels, beta))).astype(np.complex64)
+    kern = sfft.rfft2(np.fft.ifftshift(psf_image(Canvas(n, 1.0), fwhm_pixels, beta, kind))).astype(np.complex64)
     kern.setflags(write=False)
     return kern
 
@@ -288,7 +316,9 @@ class Scene:
     ``layers`` are r-band flux images (nanomaggies per pixel) with an SED (g/r, 1, z/r) each;
     ``points`` are unresolved sources (x, y arcsec, (K, 3) fluxes): field stars, star-forming knots;
     ``tau_g`` is the g-band dust optical depth map (other bands scale by DUST_TAU_RATIO);
-    ``post`` are (3, size, size) additions after the PSF (detector artefacts).
+    ``post`` are (bands, size, size) additions after the PSF (detector artefacts);
+    ``band_matrix`` (bands, 3) turns g, r, z into the survey's bands (None: they are g, r, z), and
+    ``observed`` are layers already in the survey's bands (satellite trails).
     """
 
     canvas: Canvas
@@ -296,9 +326,16 @@ class Scene:
     points: list = field(default_factory=list)
     tau_g: np.ndarray | None = None
     post: list = field(default_factory=list)
+    band_matrix: np.ndarray | None = None
+    observed: list = field(default_factory=list)
 
     def add(self, image: np.ndarray, sed: np.ndarray) -> None:
         self.layers.append((image, np.asarray(sed, dtype=np.float64)))
+
+    def add_observed(self, image: np.ndarray, amplitudes: np.ndarray) -> None:
+        """A layer with per-band amplitudes in the survey's own bands (in g, r, z: an ordinary layer)."""
+        (self.layers if self.band_matrix is None else self.observed).append(
+            (image, np.asarray(amplitudes, dtype=np.float64)))
 
     def add_points(self, x, y, fluxes) -> None:
         if len(np.atleast_1d(x)):
@@ -308,7 +345,7 @@ class Scene:
         self.tau_g = tau if self.tau_g is None else self.tau_g + tau
 
     def intrinsic(self) -> np.ndarray:
-        """(3, n, n) fluxes in g, r, z before the PSF."""
+        """(bands, n, n) fluxes in the survey's bands (g, r, z by default) before the PSF."""
         from galmo.simulate.physics import DUST_TAU_RATIO
 
         n = self.canvas.n
@@ -319,4 +356,8 @@ class Scene:
             out *= np.exp(-DUST_TAU_RATIO[:, None, None] * self.tau_g[None])
         for x, y, f in self.points:
             out += splat(self.canvas, x, y, f)
+        if self.band_matrix is not None:
+            out = np.tensordot(self.band_matrix, out, axes=1)
+            for img, amp in self.observed:
+                out += amp[:, None, None] * img[None]
         return out

@@ -14,6 +14,7 @@ import numpy as np
 from galmo.core.errors import GalmoError
 from galmo.core.io import atomic_path, cache_dir
 from galmo.core.schema import ANSWER_COLUMNS, GALAXY10_CLASSES
+from galmo.simulate.surveys import Survey, get_survey
 
 RECIPE_VERSION = "1.5"
 DEFAULT_N = 3000
@@ -137,6 +138,15 @@ def _check(n, size, seed, anomalies, workers):
 # --------------------------------------------------------------------------------------------
 # Simulation
 # --------------------------------------------------------------------------------------------
+def plane_attribute(preset) -> str:
+    """The file's ``bands`` attribute: the display planes, blue first ("grz" for DECaLS; a mixture's
+    planes are the blue, green and red of each galaxy's own survey, named in its ``survey_bands``)."""
+    if not isinstance(preset, Survey):
+        return "blue,green,red"
+    names = preset.plane_names()
+    return "".join(names) if all(len(b) == 1 for b in names) else ",".join(names)
+
+
 def truth_path(out: str | os.PathLike) -> Path:
     """``sims.h5`` → ``sims.truth.parquet`` (beside it)."""
     out = Path(out)
@@ -145,8 +155,9 @@ def truth_path(out: str | os.PathLike) -> Path:
 
 def simulate(n: int, size: int = 64, seed: int = 0, out: str | os.PathLike = "sims.h5", class_weights=None,
              anomalies: float = 0.0, noiseless: bool = True, workers: int | None = None,
-             progress: bool = True) -> Path:
-    """Simulate ``n`` DECaLS-like galaxies of the ten Galaxy10 classes into a Galaxy10-schema HDF5.
+             progress: bool = True, survey: str = "decals") -> Path:
+    """Simulate ``n`` galaxies of the ten Galaxy10 classes as ``survey`` sees them (by default DECaLS)
+    into a Galaxy10-schema HDF5.
 
     Parameters
     ----------
@@ -159,12 +170,15 @@ def simulate(n: int, size: int = 64, seed: int = 0, out: str | os.PathLike = "si
     noiseless : also store the noise-free model images (``noiseless``).
     workers : processes (None → ``os.cpu_count()``).
     progress : show a tqdm progress bar with the rate.
+    survey : ``decals`` (the default data), ``sdss``, ``hst`` or ``random`` (a survey drawn per galaxy
+        from broad ranges: domain randomisation); see :mod:`galmo.simulate.surveys`.
 
     Returns the HDF5 path. Datasets: ``images`` (N, H, W, 3) uint8 Legacy Survey composite, ``ans``
     class, ``ra``, ``dec``, ``redshift``, ``pxscale`` (arcsec/pixel), ``id`` (bytes), ``flux`` and
     ``noiseless`` (N, 3, H, W) float32 nanomaggies per pixel.
     """
     _check(n, size, seed, anomalies, workers)
+    preset = get_survey(survey)
     class_weights = weights_arg(class_weights)
     fractions = parse_class_weights(class_weights)
     n, size, seed = int(n), int(size), int(seed)
@@ -173,12 +187,13 @@ def simulate(n: int, size: int = 64, seed: int = 0, out: str | os.PathLike = "si
     anom = assign_anomalies(n, float(anomalies), seed)
     workers = min(int(workers or os.cpu_count() or 1), n)
     chunk = max(1, min(32, math.ceil(n / (4 * workers))))
-    jobs = [(seed, size, list(range(a, min(a + chunk, n))), classes[a:a + chunk].tolist(), anom[a:a + chunk])
-            for a in range(0, n, chunk)]
+    jobs = [(seed, size, list(range(a, min(a + chunk, n))), classes[a:a + chunk].tolist(), anom[a:a + chunk],
+             preset.name) for a in range(0, n, chunk)]
     config = {"n": n, "size": size, "seed": seed, "class_weights": fractions.round(6).tolist(),
               "class_weights_arg": class_weights if not isinstance(class_weights, dict) else
               {str(k): v for k, v in class_weights.items()}, "anomalies": float(anomalies),
-              "noiseless": bool(noiseless), "recipe_version": RECIPE_VERSION, "bands": "grz"}
+              "noiseless": bool(noiseless), "recipe_version": RECIPE_VERSION, "bands": plane_attribute(preset),
+              "survey": preset.name}
     try:
         with atomic_path(out) as tmp:
             rows = _write_h5(tmp, jobs, n, size, noiseless, workers, progress, config)
@@ -230,7 +245,8 @@ def _write_h5(path: Path, jobs, n, size, noiseless, workers, progress, config) -
         f.create_dataset("ans", data=np.array([r["class"] for r in rows], dtype=np.uint8))
         for key in ("ra", "dec", "redshift", "pxscale"):
             f.create_dataset(key, data=np.array([r[key] for r in rows], dtype=np.float64))
-        f.attrs["bands"] = "grz"
+        f.attrs["bands"] = config["bands"]
+        f.attrs["survey"] = config["survey"]
         f.attrs["class_names"] = json.dumps(GALAXY10_CLASSES)
         f.attrs["generator"] = GENERATOR
         f.attrs["config"] = json.dumps(config)
@@ -282,3 +298,24 @@ def class_montage(png: str | os.PathLike, per_class: int = 6, size: int = DEFAUL
             images, ans = f["images"][()], f["ans"][()]
     by_class = {name: list(images[ans == k]) for k, name in enumerate(GALAXY10_CLASSES)}
     return class_grid(by_class, png, per_class=per_class)
+
+
+def survey_montage(png: str | os.PathLike, n: int = 8, size: int = DEFAULT_SIZE, seed: int = 0,
+                   surveys=("decals", "sdss", "hst", "random"), workers: int | None = None) -> Path:
+    """The same ``n`` galaxies (one of each of the first ``n`` classes) rendered by each survey, one
+    column per survey (:func:`galmo.plots.class_grid`); this makes ``docs/surveys.png``."""
+    import tempfile
+
+    import h5py
+
+    from galmo.plots import class_grid
+
+    weights = {k: 1 for k in range(min(n, len(GALAXY10_CLASSES)))}
+    columns = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in surveys:
+            path = simulate(len(weights), size=size, seed=seed, out=Path(tmp) / f"{name}.h5", class_weights=weights,
+                            survey=name, workers=workers, progress=False, noiseless=False)
+            with h5py.File(path, "r") as f:
+                columns[name] = list(f["images"][()][np.argsort(f["ans"][()], kind="stable")])
+    return class_grid(columns, png, per_class=len(weights))
