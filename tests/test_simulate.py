@@ -366,3 +366,27 @@ def test_class_weights_as_name_weight_pairs(tmp_path):
     data, attrs, _ = _load(path)
     assert (data["ans"] == C["Merging"]).all()
     assert json.loads(attrs["config"])["class_weights_arg"] == {"Merging": 1.0}  # recorded as the dict
+
+
+def test_vote_counts_of_a_campaign_in_the_truth_table(tmp_path):
+    """--vote-schema decals-dr5: the truth table gets galaxy-datasets' count columns; the first
+    question's total is the sum of its answers, every count is a non-negative integer, the source
+    reads them, and the same seed draws the same votes."""
+    from galmo.core.schema import get_schema
+    from galmo.sources import as_source
+
+    schema = get_schema("decals-dr5")
+    a = simulate(16, 32, seed=3, out=tmp_path / "a.h5", workers=1, progress=False, vote_schema="decals-dr5")
+    b = simulate(16, 32, seed=3, out=tmp_path / "b.h5", workers=1, progress=False, vote_schema="decals-dr5")
+    ta, tb = pd.read_parquet(truth_path(a)), pd.read_parquet(truth_path(b))
+    cols = list(schema.label_cols)
+    assert set(cols) <= set(ta.columns) and ta[cols].equals(tb[cols])
+    counts = ta[cols].to_numpy()
+    assert counts.dtype.kind == "i" and (counts >= 0).all() and counts.sum() > 0
+    first = [c for c in cols if c.startswith("smooth-or-featured")]
+    assert (ta[first].sum(1) == ta["smooth-or-featured-dr5_total-votes"]).all()
+    assert set(cols) <= set(as_source(a).catalog.columns)
+    with pytest.raises(SystemExit):
+        from galmo.cli import main
+
+        main(["simulate", "--n", "2", "--out", str(tmp_path / "c.h5"), "--vote-schema", "gz2-kaggle"])

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from galmo.core.config import Config, option, progress_option, seed_option
+from galmo.core.schemas import SCHEMA_NAMES
 from galmo.simulate.surveys import SURVEY_NAMES
+
+
+# campaigns whose counts the simulator can add (gz2-kaggle: its fractions are always in the truth table)
+VOTE_SCHEMAS = tuple(n for n in SCHEMA_NAMES if n != "gz2-kaggle")
 
 
 @dataclass
@@ -27,6 +32,9 @@ class SimulateConfig(Config):
                                    "shallower, worse seeing, JPEG), hst (ACS F606W+F814W, sharp, deep, JPEG) or random "
                                    "(a survey drawn per galaxy from broad ranges: domain randomisation)",
                          choices=SURVEY_NAMES)
+    vote_schema: str | None = option(None, "also write simulated volunteers' vote counts of this Galaxy Zoo campaign "
+                                           "into the truth table (galaxy-datasets column names, <question>_total-votes); "
+                                           "the GZ2 Kaggle fractions are always there", choices=VOTE_SCHEMAS)
     seed: int = seed_option()
     progress: bool = progress_option()
 

@@ -155,7 +155,7 @@ def truth_path(out: str | os.PathLike) -> Path:
 
 def simulate(n: int, size: int = 64, seed: int = 0, out: str | os.PathLike = "sims.h5", class_weights=None,
              anomalies: float = 0.0, noiseless: bool = True, workers: int | None = None,
-             progress: bool = True, survey: str = "decals") -> Path:
+             progress: bool = True, survey: str = "decals", vote_schema: str | None = None) -> Path:
     """Simulate ``n`` galaxies of the ten Galaxy10 classes as ``survey`` sees them (by default DECaLS)
     into a Galaxy10-schema HDF5.
 
@@ -172,6 +172,9 @@ def simulate(n: int, size: int = 64, seed: int = 0, out: str | os.PathLike = "si
     progress : show a tqdm progress bar with the rate.
     survey : ``decals`` (the default data), ``sdss``, ``hst`` or ``random`` (a survey drawn per galaxy
         from broad ranges: domain randomisation); see :mod:`galmo.simulate.surveys`.
+    vote_schema : also write simulated vote counts of that Galaxy Zoo campaign into the truth table
+        (:func:`galmo.simulate.votes.campaign_counts`; e.g. ``"decals-dr5"``), so ``galmo train
+        --target votes --schema decals-dr5`` trains on counts.
 
     Returns the HDF5 path. Datasets: ``images`` (N, H, W, 3) uint8 Legacy Survey composite, ``ans``
     class, ``ra``, ``dec``, ``redshift``, ``pxscale`` (arcsec/pixel), ``id`` (bytes), ``flux`` and
@@ -193,11 +196,11 @@ def simulate(n: int, size: int = 64, seed: int = 0, out: str | os.PathLike = "si
               "class_weights_arg": class_weights if not isinstance(class_weights, dict) else
               {str(k): v for k, v in class_weights.items()}, "anomalies": float(anomalies),
               "noiseless": bool(noiseless), "recipe_version": RECIPE_VERSION, "bands": plane_attribute(preset),
-              "survey": preset.name}
+              "survey": preset.name, "vote_schema": vote_schema}
     try:
         with atomic_path(out) as tmp:
             rows = _write_h5(tmp, jobs, n, size, noiseless, workers, progress, config)
-            _write_truth(truth_path(out), rows)
+            _write_truth(truth_path(out), rows, vote_schema, seed)
     except OSError as e:
         raise GalmoError(f"cannot write the simulation: {e}", out) from e
     return out
@@ -261,12 +264,17 @@ _FIRST = ["id", "class", "class_name", "ra", "dec", "redshift", "pxscale", "flux
           "mag_g", "mag_r", "mag_z", "is_anomaly", "anomaly_type"]
 
 
-def _write_truth(path: Path, rows: list[dict]) -> None:
+def _write_truth(path: Path, rows: list[dict], vote_schema: str | None = None, seed: int = 0) -> None:
     import pandas as pd
 
     df = pd.DataFrame(rows)
     rest = [c for c in df.columns if c not in _FIRST and c not in ANSWER_COLUMNS]
     df = df[_FIRST + rest + ANSWER_COLUMNS]
+    if vote_schema:
+        from galmo.simulate.votes import campaign_counts
+
+        counts = campaign_counts(df, vote_schema, seed).drop(columns=["id", "n_volunteers"])
+        df = pd.concat([df, counts[[c for c in counts.columns if c not in df.columns]]], axis=1)
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
 
