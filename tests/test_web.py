@@ -121,6 +121,18 @@ def test_files_outside_the_run_are_refused(client):
                 "/run/run/file/%2Fetc%2Fpasswd", "/run/run/file/last/../../run/config.json"):
         assert client.get(url).status_code == 404, url
     assert client.get("/run/run/file/config.json").status_code == 200
+    for url in ("/thumb/rgb/..%2F..%2Fetc%2Fpasswd", "/thumb/..%2F..%2Fetc/g0001", "/galaxy/..%2F..%2Fetc%2Fpasswd"):
+        r = client.get(url)  # ids and bands are looked up, never joined into a path
+        assert r.status_code == 404 and "root:" not in r.text, url
+
+
+def test_parameters_of_the_wrong_type_are_a_400_with_a_message(client):
+    for url, name in (("/run/run/predictions?page=abc", "page"), ("/run/clus/groups/one", "group"),
+                      ("/run/clus/groups/0?page=1.5", "page"), ("/api/run/run/queue?n=many", "n")):
+        r = client.get(url)
+        assert r.status_code == 400 and name in r.text and "Traceback" not in r.text, (url, r.text[-300:])
+    r = client.post("/api/run/run/labels", json={"id": "g0001", "decision": "class", "label": "spiral"})
+    assert r.status_code == 400 and "label" in r.json()["error"], r.text
 
 
 def test_lists_are_paginated(client, run):
