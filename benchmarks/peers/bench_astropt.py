@@ -119,6 +119,60 @@ def lr_at(progress: float) -> float:
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * (progress - w) / (d - w))) * (lr - min_lr)
 
 
+def _train(model, optimizer, batch, n: int, spec: dict) -> tuple:
+    """AstroPT's training step (their loss, clipping, AdamW) over shuffled epochs of whole batches until
+    the time budget or the epoch cap is used up; (losses, steps, images seen, seconds)."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(spec["seed"])
+    bs, budget = spec["batch_size"], spec["seconds"]
+    steps_per_epoch = max(1, n // bs)  # whole batches only, like a DataLoader with drop_last
+    max_steps = spec["epochs"] * steps_per_epoch if spec["epochs"] else None
+    losses, step, seen = [], 0, 0
+    model.train()
+    t0 = time.perf_counter()
+    while True:
+        order = rng.permutation(n)
+        for k in range(steps_per_epoch):
+            elapsed = time.perf_counter() - t0
+            progress = max(elapsed / budget, step / max_steps if max_steps else 0.0)
+            if progress >= 1.0:
+                break
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(progress)
+            B = batch(torch.as_tensor(order[k * bs:(k + 1) * bs]))
+            _, loss = model(B["X"], targets=B["Y"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIM["grad_clip"])
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            step += 1
+            seen += bs
+        else:
+            continue
+        break
+    train_s = time.perf_counter() - t0
+    return losses, step, seen, train_s
+
+
+def _embeddings(model, tokens, positions):
+    """AstroPT's ``generate_embeddings`` (mean over the tokens), 256 galaxies at a time."""
+    import numpy as np
+    import torch
+
+    n, n_tok = len(tokens), len(positions)
+    model.eval()
+    embs = []
+    with torch.no_grad():
+        for s in range(0, n, 256):
+            x = tokens[s:s + 256].to(torch.float)
+            embs.append(model.generate_embeddings({"images": x, "images_positions": positions.expand(len(x), n_tok)},
+                                                  reduction="mean")["images"].numpy())
+    return np.concatenate(embs).astype(np.float32)
+
+
 def worker(spec: dict) -> None:
     """Tokenise, train and embed with AstroPT's own classes; write ``spec["out"]`` (.npz)."""
     import importlib.metadata as md
@@ -169,46 +223,12 @@ def worker(spec: dict) -> None:
         b = {"images": tokens[idx].to(torch.float), "images_positions": positions.expand(len(idx), n_tok)}
         return GalaxyImageDataset.process_modes(b, registry, "cpu")
 
-    rng = np.random.default_rng(spec["seed"])
-    bs, budget = spec["batch_size"], spec["seconds"]
-    steps_per_epoch = max(1, n // bs)  # whole batches only, like a DataLoader with drop_last
-    max_steps = spec["epochs"] * steps_per_epoch if spec["epochs"] else None
-    losses, step, seen = [], 0, 0
-    model.train()
-    t0 = time.perf_counter()
-    while True:
-        order = rng.permutation(n)
-        for k in range(steps_per_epoch):
-            elapsed = time.perf_counter() - t0
-            progress = max(elapsed / budget, step / max_steps if max_steps else 0.0)
-            if progress >= 1.0:
-                break
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(progress)
-            B = batch(torch.as_tensor(order[k * bs:(k + 1) * bs]))
-            _, loss = model(B["X"], targets=B["Y"])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIM["grad_clip"])
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step += 1
-            seen += bs
-        else:
-            continue
-        break
-    train_s = time.perf_counter() - t0
+    bs = spec["batch_size"]
+    losses, step, seen, train_s = _train(model, optimizer, batch, n, spec)
 
-    model.eval()
     t0 = time.perf_counter()
-    embs = []
-    with torch.no_grad():
-        for s in range(0, n, 256):
-            x = tokens[s:s + 256].to(torch.float)
-            embs.append(model.generate_embeddings({"images": x, "images_positions": positions.expand(len(x), n_tok)},
-                                                  reduction="mean")["images"].numpy())
+    emb = _embeddings(model, tokens, positions)
     embed_s = time.perf_counter() - t0
-    emb = np.concatenate(embs).astype(np.float32)
     stats = {"astropt_version": version, "n_images": int(n), "image_px": int(side), "n_tokens": int(n_tok),
              "params": int(model.get_num_params()), "steps": step, "images_seen": seen,
              "epochs_done": round(seen / n, 2), "batch_size": bs, "train_seconds": round(train_s, 1),

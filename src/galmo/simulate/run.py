@@ -156,8 +156,7 @@ def truth_path(out: str | os.PathLike) -> Path:
 def simulate(n: int, size: int = 64, seed: int = 0, out: str | os.PathLike = "sims.h5", class_weights=None,
              anomalies: float = 0.0, noiseless: bool = True, workers: int | None = None,
              progress: bool = True, survey: str = "decals", vote_schema: str | None = None) -> Path:
-    """Simulate ``n`` galaxies of the ten Galaxy10 classes as ``survey`` sees them (by default DECaLS)
-    into a Galaxy10-schema HDF5.
+    """Simulate ``n`` galaxies of the ten Galaxy10 classes as ``survey`` sees them into a Galaxy10 HDF5.
 
     Parameters
     ----------
