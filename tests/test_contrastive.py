@@ -85,3 +85,26 @@ def test_validation_loss_is_the_same_for_the_same_weights(toy):
     task = ContrastiveTask(0.2)
     v1, v2 = task.validate(model, loader)["val_loss"], task.validate(model, loader)["val_loss"]
     assert v1 == v2 and 0 < v1 < math.log(2 * 4 * 10)
+
+
+def test_embed_dihedral_mean_of_a_timm_backbone(toy, tmp_path):
+    """--dihedral-mean on the ImageNet backbone: the embedding is the mean of the 8 plain embeddings
+    of the rotated/flipped images, unchanged by a flip, and recorded in the embeddings' metadata (which
+    `galmo similar --image` reads to embed a query the same way)."""
+    from galmo.cli import main
+    from galmo.methods.embeddings.encoders import load_encoder
+    from galmo.methods.embeddings.store import read_embeddings
+    from galmo.nn.models.rotinv import dihedral_orbit
+
+    x = np.random.default_rng(1).random((2, 3, 32, 32)).astype(np.float32)
+    plain = load_encoder("tf_efficientnet_lite0", size=32)
+    sym = load_encoder("tf_efficientnet_lite0", size=32, dihedral_mean=True)
+    by_hand = np.mean([plain.encode(v.numpy()) for v in dihedral_orbit(torch.from_numpy(x))], 0)
+    np.testing.assert_allclose(sym.encode(x), by_hand, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sym.encode(np.ascontiguousarray(x[..., ::-1])), by_hand, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(plain.encode(x), by_hand, atol=1e-3)
+    out = tmp_path / "e.parquet"
+    assert main(["embed", "--data", str(toy), "--out", str(out), "--image-size", "32", "--dihedral-mean",
+                 "--no-progress"]) == 0
+    e = read_embeddings(out)
+    assert e.meta["dihedral_mean"] is True and e.X.shape == (48, 1280)

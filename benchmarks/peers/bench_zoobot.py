@@ -6,27 +6,32 @@ a Galaxy Zoo campaign (``--schema``, default ``decals-dr5``: the simulator's vol
 that campaign's tree, :func:`galmo.simulate.votes.campaign_counts`). Then, on the same train / val /
 test split (galmo's seeded 70 / 10 / 20, read back from its ``split.csv``):
 
-* galmo: ``galmo train --target votes --vote-loss dirichlet --schema S`` (efficientnet_b0 from
-  scratch by default, as zoobot) and ``galmo predict --format zoobot``;
+* galmo: ``galmo train --target votes --vote-loss L --schema S`` and ``galmo predict --format zoobot``
+  for each model of ``--galmo`` (default: the same efficientnet_b0 from random weights as zoobot, and
+  galmo's default view-pooling network ``rotinv`` with ``galmo demo``'s recipe) and each loss of
+  ``--vote-loss`` (default ``dirichlet``; ``dirichlet,mse`` adds galmo's fraction loss);
 * zoobot 2.9.0: ``train_default_zoobot_from_scratch`` (efficientnet_b0, its default augmentations at
   the same pixels, colour, CPU, ``gpus=0``), the *best* checkpoint loaded back (the function returns
-  the last epoch's weights), predictions through ``trainer.predict`` on a ``CatalogDataModule``
-  (``predict_on_catalog`` is not used: it fails on ``ZoobotTree``).
+  the last epoch's weights), predictions by calling the model on the images of a
+  ``CatalogDataModule``'s predict loader (``predict_on_catalog`` fails on ``ZoobotTree``, and
+  ``trainer.predict`` hands ``ZoobotTree.forward`` the batch dict).
 
 Both are scored by this script in one way: vote-fraction RMSE of the cumulative fractions over the
 schema's answers (from the predicted concentrations), Galaxy10 top-1 of a logistic regression on the
 predicted fractions (fitted on the training split, scored on the test split) and its accuracy on the
-50 % most confident, and training images per second. One JSON line per peer, then a Markdown table.
+50 % most confident, and training images per second (training batches only: all the images over all
+the seconds; zoobot's through a Lightning callback), with the load average at each run's start and
+end. One JSON line per run (also ``results.jsonl`` in ``--work``), then a Markdown table.
 
 zoobot goes into a throwaway virtual environment (``python -m venv``) that sees galmo's own torch,
 torchvision, timm, numpy and pandas through a ``.pth`` file, so no second torch is downloaded (a CPU
 torch wheel beside PyPI's torchvision breaks it); ``zoobot`` and ``galaxy-datasets`` are installed
 ``--no-deps`` and their other imports (lightning, torchmetrics, omegaconf, datasets, webdataset,
-wandb, huggingface_hub) with their dependencies: ~100 packages. The environment is removed at the
+wandb, huggingface_hub, litmodels) with their dependencies: 48 packages, ~200 MB. The environment is removed at the
 end unless ``--env DIR`` names one to keep. Not run in CI.
 
-    GALMO_THREADS=2 python benchmarks/peers/bench_zoobot.py --quick          # a smoke test, minutes
-    GALMO_THREADS=2 python benchmarks/peers/bench_zoobot.py --epochs 10      # the issue's table
+    GALMO_THREADS=1 python benchmarks/peers/bench_zoobot.py --quick                     # smoke test, ~2 min
+    GALMO_THREADS=1 python benchmarks/peers/bench_zoobot.py --vote-loss dirichlet,mse   # docs/catalogs.md's table
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def _run(cmd, log, **kw) -> float:
 def ensure_env(env: Path, log) -> Path:
     """A venv at ``env`` with zoobot installed and galmo's site-packages visible; its python."""
     py = env / "bin" / "python"
-    if py.exists() and subprocess.run([py, "-c", "import zoobot"], capture_output=True).returncode == 0:
+    if py.exists() and subprocess.run([py, "-c", "import zoobot"], check=False, capture_output=True).returncode == 0:
         log(f"reusing the zoobot environment {env}")
         return py
     _run([sys.executable, "-m", "venv", env], log)
@@ -104,21 +109,44 @@ def write_catalog(data: str, schema_name: str, work: Path, log) -> Path:
     return path
 
 
-# ====================================================================== the two peers
-def run_galmo(catalog: Path, work: Path, args, log) -> dict:
-    out = work / "galmo"
-    model = ["--model", "timm_classifier", "--backbone", args.backbone, "--weights", "none"] \
-        if args.backbone != "rotinv" else ["--model", "rotinv", "--width", "16"]
-    secs = _run([sys.executable, "-m", "galmo", "train", "--data", catalog, "--out", out, "--target", "votes",
-                 "--schema", args.schema, "--vote-loss", "dirichlet", *model, "--epochs", args.epochs,
-                 "--batch-size", args.batch_size, "--seed", args.seed, "--no-progress"], log)
-    preds = work / "galmo_preds.parquet"
-    _run([sys.executable, "-m", "galmo", "predict", "--run", out, "--data", catalog, "--out", preds,
-          "--format", "zoobot", "--no-progress"], log)
+# ====================================================================== the peers
+#: galmo's models here: the same efficientnet_b0 as zoobot (timm, random weights, the same batch size), and
+#: galmo's default view-pooling network with the recipe of ``galmo demo``'s supervised run.
+GALMO_MODELS = {
+    "efficientnet_b0": lambda args: ["--model", "timm_classifier", "--backbone", "efficientnet_b0",
+                                     "--weights", "none", "--batch-size", args.batch_size],
+    "rotinv": lambda args: ["--model", "rotinv", "--width", "16", "--batch-size", "32", "--lr", "3e-3"],
+}
+
+
+def run_galmo(catalog: Path, work: Path, model: str, loss: str, args, log) -> dict:
+    name = f"galmo-{model}-{loss}"
+    out, preds = work / name, work / f"{name}_preds.parquet"
+    first = work / "galmo"  # the first galmo run's split is everyone's (zoobot's too)
+    split = ["--split-from", first] if (first / "split.csv").exists() else []
+    load0 = os.getloadavg()[0]
+    if args.reuse and preds.exists() and (out / "metrics.jsonl").exists():
+        log(f"reusing {out}")
+        kept = json.loads((out / "bench_wall.json").read_text())
+        secs, load = kept["wall_s"], kept.get("load_avg", [None, None])
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        secs = _run([sys.executable, "-m", "galmo", "train", "--data", catalog, "--out", out, "--target", "votes",
+                     "--schema", args.schema, "--vote-loss", loss, *GALMO_MODELS[model](args), "--epochs", args.epochs,
+                     "--seed", args.seed, *split, "--no-progress"], log)
+        load = [load0, os.getloadavg()[0]]  # 1-minute load average when training started and ended
+        (out / "bench_wall.json").write_text(json.dumps({"wall_s": secs, "load_avg": load}))
+        _run([sys.executable, "-m", "galmo", "predict", "--run", out, "--data", catalog, "--out", preds,
+              "--format", "zoobot", "--no-progress"], log)
+    if not split:
+        shutil.rmtree(first, ignore_errors=True)
+        first.mkdir()
+        shutil.copy(out / "split.csv", first / "split.csv")
     epochs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     rate = [e["train_images_per_s"] for e in epochs if e.get("train_images_per_s")]
-    return {"peer": "galmo", "preds": preds, "wall_s": secs,
-            "images_per_s": sum(rate) / len(rate) if rate else None}
+    # all the training images over all the training seconds (as zoobot's clock), not a mean of per-epoch rates
+    return {"peer": name, "preds": preds, "wall_s": secs, "load_avg": load,
+            "images_per_s": len(rate) / sum(1 / r for r in rate) if rate else None}
 
 
 def split_catalogs(catalog: Path, work: Path) -> list[Path]:
@@ -148,18 +176,20 @@ def run_zoobot(catalog: Path, work: Path, args, log) -> dict:
                "threads": _threads(), "save_dir": str(work / "zoobot"), "preds": str(work / "zoobot_preds.parquet")}
         (work / "zoobot_job.json").write_text(json.dumps(job))
         env_vars = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": ""}
-        _run([py, __file__, "--zoobot-job", work / "zoobot_job.json"], log, env=env_vars)
+        if not (args.reuse and (work / "zoobot_done.json").exists()):
+            _run([py, __file__, "--zoobot-job", work / "zoobot_job.json"], log, env=env_vars)
         done = json.loads((work / "zoobot_done.json").read_text())
     finally:
         if not args.env:
             shutil.rmtree(env, ignore_errors=True)
-    return {"peer": "zoobot-2.9.0", "preds": Path(job["preds"]), "wall_s": done["train_s"],
-            "images_per_s": done["images_per_s"]}
+    return {"peer": "zoobot-2.9.0", "preds": Path(job["preds"]), "wall_s": done["wall_s"],
+            "load_avg": done.get("load_avg", [None, None]), "images_per_s": done["images_per_s"]}
 
 
 def zoobot_job(path: Path) -> None:
     """In the zoobot environment: train, reload the best checkpoint, predict concentrations."""
     import lightning as L
+    import numpy as np
     import pandas as pd
     import torch
     from galaxy_datasets import transforms
@@ -168,6 +198,23 @@ def zoobot_job(path: Path) -> None:
     from zoobot.pytorch.training import train_with_pytorch_lightning as T
     from zoobot.shared.schemas import Schema
 
+    class TrainClock(L.Callback):
+        """Seconds and images of the training batches only (first batch fetched → last optimiser step of
+        each epoch), like galmo's ``train_images_per_s``: no validation, test or checkpointing."""
+
+        def __init__(self):
+            self.seconds, self.images, self._t0, self._last = 0.0, 0, None, None
+
+        def on_train_epoch_start(self, trainer, module):
+            self._t0 = self._last = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self._last = time.perf_counter()
+            self.images += int(batch["image"].shape[0])
+
+        def on_train_epoch_end(self, trainer, module):  # runs after validation: count up to the last batch
+            self.seconds += self._last - self._t0
+
     job = json.loads(Path(path).read_text())
     torch.set_num_threads(job["threads"])
     schema = Schema(job["pairs"], job["dependencies"])
@@ -175,22 +222,33 @@ def zoobot_job(path: Path) -> None:
     for cfg in (train_cfg, test_cfg):
         cfg.output_size, cfg.greyscale = job["size"], False
     train, val, test = (pd.read_parquet(p) for p in job["catalogs"])
-    t0 = time.perf_counter()
+    clock = TrainClock()
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
     _, trainer = T.train_default_zoobot_from_scratch(
         save_dir=job["save_dir"], schema=schema, train_transform_cfg=train_cfg, test_transform_cfg=test_cfg,
         train_catalog=train, val_catalog=val, test_catalog=test, epochs=job["epochs"], patience=job["epochs"],
         architecture_name="efficientnet_b0", batch_size=job["batch_size"], gpus=0, num_workers=1,
-        prefetch_factor=2, random_state=job["seed"])
-    train_s = time.perf_counter() - t0
-    best = define_model.ZoobotTree.load_from_checkpoint(trainer.checkpoint_callback.best_model_path).eval()
+        prefetch_factor=2, random_state=job["seed"], extra_callbacks=[clock])
+    wall_s = time.perf_counter() - t0  # includes zoobot's own test pass on the best checkpoint
+    load = [load0, os.getloadavg()[0]]
+    best_path = trainer.checkpoint_callback.best_model_path
+    best = define_model.ZoobotTree.load_from_checkpoint(best_path, map_location="cpu").eval()
     full = pd.read_parquet(job["all"])
+    # trainer.predict hands ZoobotTree.forward the batch dict ({'id_str', 'image'}): call the model on the images
     dm = CatalogDataModule(label_cols=None, predict_catalog=full, test_transform=transforms.get_galaxy_transform(test_cfg),
-                           batch_size=job["batch_size"], num_workers=1)
+                           batch_size=job["batch_size"], num_workers=1, prefetch_factor=2)
     dm.setup(stage="predict")
-    conc = torch.cat(L.Trainer(accelerator="cpu", devices=1, logger=False).predict(best, dm)).numpy()
+    ids, conc = [], []
+    with torch.no_grad():
+        for batch in dm.predict_dataloader():
+            ids += [str(i) for i in batch["id_str"]]
+            conc.append(best(batch["image"]).numpy())
     cols = [f"{c}_concentration" for c in schema.label_cols]
-    pd.concat([full[["id_str"]].reset_index(drop=True), pd.DataFrame(conc, columns=cols)], axis=1).to_parquet(job["preds"])
-    done = {"train_s": train_s, "images_per_s": len(train) * trainer.current_epoch / train_s}
+    out = pd.DataFrame(np.concatenate(conc), columns=cols)
+    out.insert(0, "id_str", ids)
+    out.to_parquet(job["preds"], index=False)
+    done = {"train_s": clock.seconds, "wall_s": wall_s, "images_per_s": clock.images / clock.seconds,
+            "epochs": trainer.current_epoch, "best_checkpoint": best_path, "load_avg": load}
     (Path(job["preds"]).parent / "zoobot_done.json").write_text(json.dumps(done))
 
 
@@ -209,8 +267,10 @@ def score(peer: dict, catalog: Path, work: Path, schema_name: str) -> dict:
     cat = pd.read_parquet(catalog).set_index(pd.read_parquet(catalog)["id_str"].astype(str))
     preds = pd.read_parquet(peer["preds"])
     preds = preds.set_index(preds["id_str"].astype(str)).loc[cat.index]
-    conc = preds[[f"{c}_concentration" for c in schema.label_cols]].to_numpy(np.float64)
-    frac = schema.shares(conc)
+    if f"{schema.label_cols[0]}_concentration" in preds:  # Dirichlet heads: the concentrations' means
+        frac = schema.shares(preds[[f"{c}_concentration" for c in schema.label_cols]].to_numpy(np.float64))
+    else:  # galmo's MSE head: its per-question fractions
+        frac = preds[[f"{c}_fraction" for c in schema.label_cols]].to_numpy(np.float64)
     split = pd.read_csv(work / "galmo" / "split.csv", dtype={"id": str}).set_index("id")["split"].reindex(cat.index)
     tr, te = (split == "train").to_numpy(), (split == "test").to_numpy()
     true = schema.cumulative_from_counts(cat[schema.label_cols].to_numpy(np.float64))
@@ -223,7 +283,7 @@ def score(peer: dict, catalog: Path, work: Path, schema_name: str) -> dict:
             "top1": float((pred == y[te]).mean()),
             "acc_at_50pct_coverage": M.accuracy_at_coverage(y[te], pred, prob.max(1), 0.5),
             "train_images_per_s": peer["images_per_s"], "train_wall_s": peer["wall_s"],
-            "load_avg": os.getloadavg()[0]}
+            "load_avg_start_end": peer["load_avg"]}
 
 
 def main(argv=None) -> int:
@@ -235,11 +295,14 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backbone", default="efficientnet_b0", help="galmo's timm backbone (from scratch), or rotinv")
+    p.add_argument("--galmo", default="efficientnet_b0,rotinv",
+                   help=f"galmo's models, comma-separated, of {', '.join(GALMO_MODELS)}")
+    p.add_argument("--vote-loss", default="dirichlet", help="galmo's vote losses, comma-separated: dirichlet, mse")
+    p.add_argument("--reuse", action="store_true", help="keep finished runs found in --work (rerun after a failure)")
     p.add_argument("--env", help="keep and reuse the zoobot environment here (default: a temporary one, removed)")
     p.add_argument("--work", help="folder for the catalog, runs and predictions (default: a temporary one)")
     p.add_argument("--skip-zoobot", action="store_true", help="galmo only (no environment is made)")
-    p.add_argument("--quick", action="store_true", help="smoke test: 300 galaxies, 1 epoch")
+    p.add_argument("--quick", action="store_true", help="smoke test: 300 galaxies, 1 epoch (the scores mean nothing: the models still predict near-constant fractions)")
     p.add_argument("--zoobot-job", help=argparse.SUPPRESS)  # the part that runs inside the zoobot environment
     args = p.parse_args(argv)
     if args.zoobot_job:
@@ -247,23 +310,26 @@ def main(argv=None) -> int:
         return 0
     if args.quick:
         args.n, args.epochs = 300, 1
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda m: print(m, file=sys.stderr, flush=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-zoobot-"))
     work.mkdir(parents=True, exist_ok=True)
     data = args.data
     if data is None:
         data = work / "sims.h5"
-        _run([sys.executable, "-m", "galmo", "simulate", "--n", args.n, "--size", args.size, "--seed", 0,
-              "--out", data], log)
+        if not (args.reuse and data.exists()):
+            _run([sys.executable, "-m", "galmo", "simulate", "--n", args.n, "--size", args.size, "--seed", 0,
+                  "--out", data], log)
     catalog = write_catalog(str(data), args.schema, work, log)
-    peers = [run_galmo(catalog, work, args, log)]
+    peers = [run_galmo(catalog, work, m, loss, args, log)
+             for m in args.galmo.split(",") for loss in args.vote_loss.split(",")]
     if not args.skip_zoobot:
         peers.append(run_zoobot(catalog, work, args, log))
     rows = [score(peer, catalog, work, args.schema) for peer in peers]
     for r in rows:
         print(json.dumps(r))
+    (work / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print("\n| | " + " | ".join(r["peer"] for r in rows) + " |\n|---|" + "---|" * len(rows))
-    for key in ("top1", "acc_at_50pct_coverage", "vote_rmse", "train_images_per_s"):
+    for key in ("top1", "acc_at_50pct_coverage", "vote_rmse", "train_images_per_s", "train_wall_s"):
         print(f"| {key} | " + " | ".join(f"{r[key]:.4g}" if r[key] is not None else "-" for r in rows) + " |")
     return 0
 

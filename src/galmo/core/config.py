@@ -220,6 +220,7 @@ HELP = {
     "weights": "the backbone's initial weights: offline (packaged), FILE (.safetensors or state dict), hub (download) "
                "or none (random)",
     "backbone": "timm model name",
+    "dihedral_mean": "embed as the mean over the 8 rotations by 90° and flips of the square",
     "tta": "average the predictions over N test-time transforms (8 = the dihedral group)",
     "run": "a run folder made by `galmo train`; several: an ensemble (probabilities averaged)",
     "checkpoint_every": "also save the resumable state every N optimizer steps (0: off)",

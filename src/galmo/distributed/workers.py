@@ -101,7 +101,8 @@ class EmbedWorker(ShardWorker):
         from galmo.methods.embeddings.encoders import load_encoder
 
         c = self.cfg
-        self.encoder = load_encoder(c.encoder, device=c.device, size=c.image_size, weights=c.weights, tokens=c.tokens)
+        self.encoder = load_encoder(c.encoder, device=c.device, size=c.image_size, weights=c.weights, tokens=c.tokens,
+                                    dihedral_mean=c.dihedral_mean)
 
     def write(self, src, path: Path) -> int:
         from galmo.methods.embeddings.run import run_embed

@@ -19,7 +19,7 @@ from torch import nn
 
 from galmo.core.errors import GalmoError
 from galmo.core.schema import normalise_votes
-from galmo.nn.models.rotinv import dihedral, rotate
+from galmo.nn.models.rotinv import dihedral, dihedral_orbit, rotate
 
 
 def tta_transforms(n: int, period: float = 90.0) -> list[tuple[int, float]]:
@@ -78,3 +78,35 @@ class TTAEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sum(self.member_mean(m, x, tfs) for m, tfs in zip(self.members, self.transforms)) / len(self.members)
+
+
+def dihedral_mean(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn``'s (B, d) output averaged over the 8 rotations by 90° and flips of a square batch, in one
+    call on the 8·B images (``fn(x)`` as it is for a non-square batch)."""
+    if x.shape[-1] != x.shape[-2]:
+        return fn(x)
+    views = torch.cat([v.contiguous() for v in dihedral_orbit(x)])
+    return fn(views).reshape(8, x.shape[0], -1).mean(0)
+
+
+class DihedralMean(nn.Module):
+    """An embedding made invariant to the 8 symmetries of the square (:func:`dihedral_mean`) as one
+    module: ``module.forward_features`` (``features=True``) or ``module`` itself, averaged."""
+
+    def __init__(self, module: nn.Module, features: bool = True):
+        super().__init__()
+        self.module = module
+        self.features = features
+        self.num_features = getattr(module, "num_features", None) or getattr(getattr(module, "model", None),
+                                                                             "num_features", None)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        fn = self.module.forward_features if self.features else self.module
+        return dihedral_mean(lambda v: _pooled(fn(v)), x)
+
+    forward = forward_features
+
+
+def _pooled(out: torch.Tensor) -> torch.Tensor:
+    """(B, C, ...) feature maps → (B, C) means; (B, d) as it is."""
+    return out.flatten(2).mean(-1) if out.ndim > 2 else out

@@ -64,8 +64,7 @@ class PretrainConfig(Config):
                                  + "; contrastive only: offline continues from the ImageNet weights "
                                    "(domain-adaptive pretraining), none trains from scratch")
     temperature: float = option(0.2, "NT-Xent temperature; contrastive only")
-    invariant: bool = option(True, "embed as the mean over the 8 rotations by 90° and flips of the square; contrastive "
-                                    "only", flag="dihedral-mean")
+    invariant: bool = option(True, HELP["dihedral_mean"] + "; contrastive only", flag="dihedral-mean")
     epochs: int = option(10, HELP["epochs"])
     lr: float | None = option(None, HELP["lr"] + " (none: 1e-3 for astropt, 3e-4 for contrastive)")
     patch_size: int = option(8, "patch side in pixels (all bands of a patch are one token); astropt only")
@@ -107,6 +106,8 @@ class EmbedConfig(Config):
     weights: str = option("offline", _shared("weights", "the backbone's initial weights: offline (packaged), FILE "
                                                         "(.safetensors or state dict), hub (download) or none (random)")
                           + "; timm backbones only")
+    dihedral_mean: bool = option(False, HELP["dihedral_mean"] + "; timm backbones and supervised runs (8× the "
+                                                                "time; contrastive runs always do)")
     tokens: str = option("all", "patch transformers with photometry tokens: average all tokens, or the image "
                                 "tokens only (no photometry needed)", choices=("all", "image"))
     framing: str | None = framing_option("the encoder's: recorded with a galmo model, else resize")

@@ -12,7 +12,7 @@ checkpoints (one module, :meth:`EmbeddingModel.module`, so ONNX Runtime applies)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class EmbeddingModel:
     tokens: str = "all"            # patch transformers: "all" tokens or "image" tokens only
     input_shape: tuple | None = None  # (C or None: any bands, H, W) the images are resampled to
     framing: Framing = field(default_factory=Framing)  # how (galmo.core.resample), the model's record
+    dihedral_mean: bool = False    # averaged over the 8 symmetries of the square by galmo embed --dihedral-mean
 
     def fitted(self, src=None, framing: Framing | None = None) -> tuple:
         """(source, resampler): THE resampling rule from ``src``'s images to this encoder's input
@@ -76,18 +77,20 @@ class EmbeddingModel:
 
 
 def load_encoder(spec: str | os.PathLike, device: str = "cpu", weights: str | None = "offline",
-                 size=None, tokens: str = "all") -> EmbeddingModel:
+                 size=None, tokens: str = "all", dihedral_mean: bool = False) -> EmbeddingModel:
     """``spec``: a galmo checkpoint folder (pretrained patch transformer or supervised run) or a timm name.
 
     ``tokens`` (patch transformers with photometry tokens): "all" (image + photometry, the default)
     or "image" (image tokens only: no photometry needed or used). ``weights`` (timm): "offline", a
-    file, "hub", or None / "none" (random). ``size`` (timm): input pixels, an int or (height, width)."""
+    file, "hub", or None / "none" (random). ``size`` (timm): input pixels, an int or (height, width).
+    ``dihedral_mean`` (timm backbones and supervised runs): the embedding averaged over the 8
+    symmetries of the square (:class:`galmo.nn.tta.DihedralMean`; contrastive runs always are)."""
     from galmo.nn.device import resolve_device
 
     device = str(resolve_device(device))
     path = Path(spec)
     if path.is_dir():
-        return _load_checkpoint_encoder(path, str(spec), device, tokens)
+        return _symmetric(_load_checkpoint_encoder(path, str(spec), device, tokens), dihedral_mean)
     if path.exists() or os.sep in str(spec):
         raise GalmoError("not a galmo checkpoint folder (expected model.safetensors + config.json) "
                          "and not a timm model name", path=path)
@@ -98,8 +101,27 @@ def load_encoder(spec: str | os.PathLike, device: str = "cpu", weights: str | No
     model = create_backbone(str(spec), weights=weights, num_classes=0).eval()
     side = size or data_config(model)["input_size"][-1]
     hw = (side, side) if np.isscalar(side) else tuple(side)
-    return EmbeddingModel(str(spec), "timm", model, int(model.num_features), size=size, device=device,
-                          input_shape=(None, *hw))
+    return _symmetric(EmbeddingModel(str(spec), "timm", model, int(model.num_features), size=size, device=device,
+                                     input_shape=(None, *hw)), dihedral_mean)
+
+
+def _symmetric(enc: EmbeddingModel, on: bool) -> EmbeddingModel:
+    """``enc`` averaged over the 8 symmetries of the square when ``on`` (a timm backbone through its
+    input preparation, :func:`galmo.nn.backbones.encoder_head`; a checkpoint through ``forward_features``);
+    patch transformers and contrastive runs (already invariant) as they are."""
+    from galmo.nn.models.contrastive import ContrastiveEncoder
+    from galmo.nn.tta import DihedralMean
+
+    if not on or enc.kind == "patch_transformer" or isinstance(enc.model, ContrastiveEncoder):
+        return enc
+    if enc.kind == "timm":
+        from galmo.nn.backbones import encoder_head
+
+        hw = enc.input_shape[1:]
+        module = DihedralMean(encoder_head(enc.model, hw, None, "avg", enc.device), features=False)
+    else:
+        module = DihedralMean(enc.model)
+    return replace(enc, kind="checkpoint", model=module, dihedral_mean=True)
 
 
 def _image_size(size):

@@ -164,15 +164,15 @@ def run_pretrain(cfg: PretrainConfig, log=print) -> dict:
 # ====================================================================== embed
 def embed(encoder, src, batch_size: int = 128, device: str = "cpu", image_size=None, progress: bool = True,
           weights: str | None = "offline", tokens: str = "all", framing: str | None = None,
-          crop_frac: float | None = None):
+          crop_frac: float | None = None, dihedral_mean: bool = False):
     """(ids, embeddings, metadata) of every galaxy of ``src`` with the encoder ``encoder`` (a run
     folder, a timm name, or an encoder :func:`~galmo.methods.embeddings.encoders.load_encoder` gave).
     Images reach its input by :mod:`galmo.core.resample` (the encoder's recorded framing, or
     ``framing`` / ``crop_frac``), said once and recorded in the metadata."""
     from galmo.methods.embeddings.encoders import EmbeddingModel, embed_source, load_encoder
 
-    enc = encoder if isinstance(encoder, EmbeddingModel) else load_encoder(encoder, device=device, size=image_size,
-                                                                             weights=weights, tokens=tokens)
+    enc = encoder if isinstance(encoder, EmbeddingModel) else load_encoder(
+        encoder, device=device, size=image_size, weights=weights, tokens=tokens, dihedral_mean=dihedral_mean)
     framed = enc.framing.override(framing, crop_frac)
     framed_src, fit = enc.fitted(src, framed)
     t0 = time.perf_counter()
@@ -183,8 +183,9 @@ def embed(encoder, src, batch_size: int = 128, device: str = "cpu", image_size=N
             "images_per_s": len(ids) / dt if dt > 0 else None,
             "embedding": "mean of final hidden states over all tokens" if enc.kind == "patch_transformer"
             else "pooled backbone features"}
-    if enc.kind == "timm":
+    if enc.kind == "timm" or enc.dihedral_mean:
         meta["image_size"] = enc.size  # so a query image (galmo similar --image) is embedded the same way
+    meta["dihedral_mean"] = enc.dihedral_mean
     meta["framing"] = framed.to_dict()  # ... and framed the same way
     return ids, X, meta
 
@@ -205,7 +206,7 @@ def run_embed(cfg: EmbedConfig, log=print, source=None, encoder=None) -> dict:
     src = source if source is not None else as_source(cfg.data, cfg.on_error)
     ids, X, meta = embed(encoder or cfg.encoder, src, batch_size=cfg.batch_size, device=cfg.device,
                          image_size=cfg.image_size, progress=cfg.progress, weights=cfg.weights, tokens=cfg.tokens,
-                         framing=cfg.framing, crop_frac=cfg.crop_frac)
+                         framing=cfg.framing, crop_frac=cfg.crop_frac, dihedral_mean=cfg.dihedral_mean)
     cat = src.catalog.set_index(src.catalog["id"].astype(str))
     extra = cat.loc[ids, [c for c in ("label", "label_name") if c in cat.columns]]
     report_rejected(src, cfg.out, "file", log)
@@ -230,7 +231,7 @@ def _query_vector(emb, image: str) -> np.ndarray:
     from galmo.sources import open_source
 
     enc = load_encoder(emb.meta.get("model", DEFAULT_ENCODER), size=emb.meta.get("image_size"),
-                       tokens=emb.meta.get("tokens", "all"))
+                       tokens=emb.meta.get("tokens", "all"), dihedral_mean=bool(emb.meta.get("dihedral_mean")))
     if enc.phot_names:
         raise GalmoError("--image: this model needs photometry tokens; query by --id instead")
     from galmo.core.resample import Framing

@@ -39,12 +39,11 @@ class ContrastiveEncoder(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding; with ``invariant`` (square images) the mean over the 8 rotations by 90° and flips
         (the embedding of a galaxy then does not depend on its orientation on the sky up to those)."""
-        if not self.invariant or x.shape[-1] != x.shape[-2]:
+        if not self.invariant:
             return self.encoder(x)
-        from galmo.nn.models.rotinv import dihedral_orbit
+        from galmo.nn.tta import dihedral_mean
 
-        views = torch.cat([v.contiguous() for v in dihedral_orbit(x)])  # one forward pass for all 8
-        return self.encoder(views).reshape(8, x.shape[0], -1).mean(0)
+        return dihedral_mean(self.encoder, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))
