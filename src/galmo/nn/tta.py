@@ -97,8 +97,6 @@ class DihedralMean(nn.Module):
         super().__init__()
         self.module = module
         self.features = features
-        self.num_features = getattr(module, "num_features", None) or getattr(getattr(module, "model", None),
-                                                                             "num_features", None)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         fn = self.module.forward_features if self.features else self.module
