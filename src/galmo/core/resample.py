@@ -80,9 +80,9 @@ def axis_matrix(n_in: int, n_out: int) -> np.ndarray:
     centres = (np.arange(n_out) + 0.5) * scale
     dist = np.abs(np.arange(n_in)[None, :] + 0.5 - centres[:, None]) / support
     w = np.clip(1.0 - dist, 0.0, None)
-    w /= w.sum(1, keepdims=True)
-    w.setflags(write=False)
-    return w.astype(np.float32)
+    w = (w / w.sum(1, keepdims=True)).astype(np.float32)
+    w.setflags(write=False)  # cached and shared: read-only
+    return w
 
 
 def _central(x: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -110,6 +110,11 @@ class Schema:
         return out
 
     @cached_property
+    def column_index(self) -> dict[str, int]:
+        """Answer column → its position in a row of :attr:`label_cols`."""
+        return {c: k for k, c in enumerate(self.label_cols)}
+
+    @cached_property
     def order(self) -> list[int]:
         """Question positions, every parent question before its children."""
         owner = {c: i for i, q in enumerate(self.questions) for c in q.columns}
@@ -145,7 +150,7 @@ class Schema:
 
     def cumulative_from_conditional(self, conditional):
         """Per-question fractions → cumulative fractions (each answer × the weight of its parent answer)."""
-        index = {c: k for k, c in enumerate(self.label_cols)}
+        index = self.column_index
         blocks: list = [None] * len(self.questions)
         done: dict[int, object] = {}
         for qi in self.order:
@@ -160,7 +165,7 @@ class Schema:
 
     def question_weights(self, cumulative):
         """(N, questions) weight of each question: its parent answer's cumulative value (1 when asked of all)."""
-        index = {c: k for k, c in enumerate(self.label_cols)}
+        index = self.column_index
         ws = [cumulative[:, :1] * 0 + 1 if q.parent is None else cumulative[:, index[q.parent]:index[q.parent] + 1]
               for q in self.questions]
         return _cat(_xp(cumulative), ws)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from galmo.core.errors import GalmoError
-from galmo.distributed.fitted import STATE_FILES, save_fitted
+from galmo.distributed.fitted import STATE_FILES, save_fitted, saved_extra
 from galmo.distributed.shards import Shard, open_shard
 
 NOT_COMPARED = ("out", "progress")  # settings a rerun may change and still reuse the fitted pipeline
@@ -44,7 +44,7 @@ def _shard_sources(shards: list[Shard], on_error: str):
     for s in shards:
         src = open_shard(s, on_error, cache)
         yield src
-        if s.start < 0 and not s.key:
+        if s.whole:
             src.close()
 
 
@@ -103,8 +103,6 @@ def fit_on_driver(cfg, shards: list[Shard], log=print) -> None:
 
 def _check_same_shards(run_dir: Path, shards: list[Shard]) -> None:
     """Refuse to reuse a pipeline fitted on a sample of other shards (shards added or removed since)."""
-    from galmo.distributed.fitted import saved_extra
-
     before = saved_extra(run_dir, "shards")
     if before != [s.name for s in shards]:
         raise GalmoError(f"the pipeline here was fitted on a sample of {len(before or [])} other shards than the "

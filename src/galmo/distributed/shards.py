@@ -40,6 +40,11 @@ class Shard:
     key: str = ""
 
     @property
+    def whole(self) -> bool:
+        """All of one file or folder (opened, and closed, on its own), not rows of a source."""
+        return self.start < 0 and not self.key
+
+    @property
     def ref(self) -> str:
         """How messages and rejected.csv name the shard."""
         if self.key:
@@ -119,7 +124,7 @@ def open_shard(shard: Shard, on_error: str, cache: dict | None = None):
     it skipped before are forgotten, so that the shard's list holds its own only)."""
     from galmo.sources import open_source
 
-    if shard.start < 0 and not shard.key:
+    if shard.whole:
         return open_source(shard.path, on_error=on_error)
     cache = {} if cache is None else cache
     if shard.path not in cache:

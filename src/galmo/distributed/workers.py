@@ -84,7 +84,12 @@ class ShardWorker:
         if self.fatal:
             return {"name": shard.name, "ref": shard.ref, "n": 0, "seconds": 0.0, "error": self.fatal, "fatal": True}
         try:
-            n = self.write(open_shard(shard, self.cfg.on_error, self._sources), shard.output(self.out))
+            src = open_shard(shard, self.cfg.on_error, self._sources)
+            try:
+                n = self.write(src, shard.output(self.out))
+            finally:
+                if shard.whole:  # its own file(s): not kept open for the rest of the actor's life
+                    src.close()
             error = ""
         except GalmoError as e:  # a corrupt or unreadable shard: reported by name, the others go on
             n, error = 0, str(e)

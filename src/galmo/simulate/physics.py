@@ -175,18 +175,19 @@ def moffat_nea(fwhm: float, beta: float) -> float:
 
 def psf_nea(kind: str, fwhm: float, beta: float) -> float:
     """Noise-equivalent area (arcsec²) of a round PSF of ``kind`` (moffat: closed form; kolmogorov,
-    airy: from a finely sampled GalSim image, cached)."""
+    airy: their shape does not depend on the FWHM, so FWHM² × the area at FWHM 1″, from a finely
+    sampled GalSim image drawn once per kind)."""
     if kind == "moffat":
         return moffat_nea(fwhm, beta)
-    return _numeric_nea(kind, round(float(fwhm), 4))
+    return float(fwhm) ** 2 * _unit_nea(kind)
 
 
-@lru_cache(maxsize=512)
-def _numeric_nea(kind: str, fwhm: float) -> float:
+@lru_cache(maxsize=None)
+def _unit_nea(kind: str) -> float:
     from galmo.simulate.profiles import psf_profile
 
-    scale = fwhm / 10
-    img = psf_profile(kind, fwhm).drawImage(nx=256, ny=256, scale=scale, method="no_pixel").array
+    scale = 0.1
+    img = psf_profile(kind, 1.0).drawImage(nx=256, ny=256, scale=scale, method="no_pixel").array
     p = img / img.sum()
     return float(scale**2 / (p**2).sum())
 

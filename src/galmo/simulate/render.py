@@ -152,8 +152,8 @@ def noiseless_display(flux: np.ndarray, pxscale=None, bands=ph.BANDS) -> np.ndar
     :data:`physics.NATIVE_PIXEL`), as uint8 levels, returned as float32 planes in band order (B, G, R)
     in [0, 1] like the stored images."""
     flux = np.asarray(flux, dtype=np.float32)
-    s = survey_with_planes(bands)
-    if s is not None and s.name != "decals":
+    s = survey_with_planes(bands)  # DECaLS' planes: the same Legacy Survey recipe as below
+    if s is not None:
         px = s.display_pixel if pxscale is None else np.asarray(pxscale, dtype=np.float32)[:, None, None, None]
         rgb = survey_composite(flux, px, s).astype(np.float32) / 255
         return np.moveaxis(rgb[..., ::-1], -1, 1).astype(np.float32)

@@ -112,7 +112,7 @@ def walk_tree(rng: np.random.Generator, schema: Schema, probs: list[np.ndarray],
     """Vote counts (answers,) of ``n`` volunteers walking ``schema``'s tree: each question's votes are a
     multinomial draw (``probs``: one normalised array per question) among the volunteers who gave its
     parent answer (everyone for a question without one); parents are drawn before their children."""
-    index = {c: k for k, c in enumerate(schema.label_cols)}
+    index = schema.column_index
     counts = np.zeros(len(index))
     for qi in schema.order:
         q, (a, b) = schema.questions[qi], schema.slices[qi]

@@ -17,7 +17,7 @@ import pandas as pd
 from galmo.core.catalog import validate_catalog
 from galmo.core.schema import detect_schema, get_schema
 
-ID_COLUMN, FILE_COLUMN = "id_str", "file_loc"
+ID_COLUMN = "id_str"  # the files: 'file_loc', one of galmo.sources.PATH_COLUMNS
 
 
 def as_galmo_catalog(df: pd.DataFrame, path) -> pd.DataFrame:
@@ -33,9 +33,9 @@ def add_vote_totals(df: pd.DataFrame) -> pd.DataFrame:
     """``<question>_total-votes`` (volunteers who answered it) for every question of the catalog's counts
     schema whose answer columns are all present and whose total is not already there."""
     name = detect_schema(df.columns)
-    if name is None or get_schema(name).votes != "counts":
+    schema = None if name is None else get_schema(name)
+    if schema is None or schema.votes != "counts":
         return df
-    schema = get_schema(name)
     totals = {}
     for q, col in zip(schema.questions, schema.total_columns):
         if col not in df.columns and all(c in df.columns for c in q.columns):

@@ -31,6 +31,7 @@ class Explorer:
         self._indexes: dict[str, tuple] = {}
         self._maps: dict[str, tuple] = {}
         self._models: dict[str, tuple] = {}
+        self._encoders: dict = {}
         self._lock = threading.Lock()
 
     def run(self, name: str) -> Run:
@@ -111,6 +112,16 @@ class Explorer:
         if isinstance(query, str):
             table = table[table["id"] != query]
         return [{"id": str(i), "similarity": float(s)} for i, s in zip(table["id"].head(k), table["similarity"])]
+
+    def encoder(self, run: Run):
+        """The encoder of the run's embeddings, for uploaded images (loaded once)."""
+        from galmo.methods.embeddings.run import query_encoder
+
+        _, emb, _ = self.index(run)
+        with self._lock:
+            if run.name not in self._encoders:
+                self._encoders[run.name] = query_encoder(emb)
+            return self._encoders[run.name]
 
     def model(self, run: Run) -> tuple:
         """(the run's models, its 'supervised' config block), loaded once on the CPU."""

@@ -107,10 +107,10 @@ def _predict(ex, run, src) -> dict:
 
 
 def _neighbours(ex, run, path: Path) -> list[dict]:
-    from galmo.methods.embeddings.run import _query_vector
+    from galmo.methods.embeddings.run import query_vector
 
     _, emb, _ = ex.index(run)
-    return ex.neighbours(run, _query_vector(emb, str(path)))
+    return ex.neighbours(run, query_vector(emb, str(path), ex.encoder(run)))
 
 
 def picture(img) -> str:

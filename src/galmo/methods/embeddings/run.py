@@ -225,17 +225,25 @@ def source_for(emb, data):
     return as_source(path)
 
 
-def _query_vector(emb, image: str) -> np.ndarray:
-    """The embedding of a query image file with the embeddings' own encoder (same size and tokens)."""
+def query_encoder(emb):
+    """The embeddings' own encoder (same model, size, tokens and symmetry mean), to embed query images
+    (load it once and pass it to :func:`query_vector` for many queries)."""
     from galmo.methods.embeddings.encoders import load_encoder
-    from galmo.sources import open_source
 
     enc = load_encoder(emb.meta.get("model", DEFAULT_ENCODER), size=emb.meta.get("image_size"),
                        tokens=emb.meta.get("tokens", "all"), dihedral_mean=bool(emb.meta.get("dihedral_mean")))
     if enc.phot_names:
         raise GalmoError("--image: this model needs photometry tokens; query by --id instead")
-    from galmo.core.resample import Framing
+    return enc
 
+
+def query_vector(emb, image: str, enc=None) -> np.ndarray:
+    """The embedding of a query image file with the embeddings' own encoder (``enc``, or
+    :func:`query_encoder`), framed as the embeddings were."""
+    from galmo.core.resample import Framing
+    from galmo.sources import open_source
+
+    enc = enc or query_encoder(emb)
     framing = Framing.from_dict(emb.meta["framing"]) if "framing" in emb.meta else None  # as the embeddings were
     src, fit = enc.fitted(open_source(image), framing)
     return enc.encode(src.read([0], kind="image"), fit=fit)[0]
@@ -251,7 +259,7 @@ def run_similar(cfg: SimilarConfig) -> dict:
     if bool(cfg.id) == bool(cfg.image):
         raise GalmoError("similar: give exactly one of --id and --image")
     index, emb, reused = index_for(cfg.emb, method=cfg.index_method, rebuild=cfg.rebuild)
-    query = _query_vector(emb, cfg.image) if cfg.image else str(cfg.id)
+    query = query_vector(emb, cfg.image) if cfg.image else str(cfg.id)
     table = neighbours(index, emb, query, k=cfg.top)
     res = {"table": table, "index": index.method_, "reused": reused, "written": [], "note": None}
     if cfg.out:

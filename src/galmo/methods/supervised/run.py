@@ -480,13 +480,6 @@ def vote_objective(sup: dict):
     return VoteObjective(sup.get("schema") or "gz2-kaggle", sup.get("vote_loss") or "mse")
 
 
-def vote_fractions(p: np.ndarray, votes) -> np.ndarray:
-    """Cumulative vote fractions of the inference outputs ``p`` (fractions already, or concentrations)."""
-    if votes.kind == "mse":
-        return p
-    return votes.schema.cumulative_from_conditional(votes.schema.shares(p))
-
-
 def predict_arrays(model, images, target: str, tta: int = 1, batch_size: int = 256, device="cpu",
                    progress: bool = False) -> np.ndarray:
     """Probabilities (N, K) or vote fractions (N, 37) of an image array, averaged over ``tta``
@@ -638,7 +631,7 @@ def vote_frame(p: np.ndarray, votes) -> pd.DataFrame:
     from galmo.nn.tasks.votes import dirichlet_std
 
     schema = votes.schema
-    cum = vote_fractions(p, votes)
+    cum = votes.fractions_of(p)
     cols = {}
     if schema.votes == "cumulative":
         cols.update(zip(schema.label_cols, cum.T))
@@ -763,7 +756,7 @@ def evaluate(run_dir, data, *, split: str = "test", tta: int = 1, device: str = 
     if sup["target"] == "class":
         _class_metrics(res, y, preds, sup["class_names"], out / "figures", log)
     else:
-        _vote_metrics(res, y, vote_fractions(p, votes), votes.schema, preds["confidence"].to_numpy(),
+        _vote_metrics(res, y, votes.fractions_of(p), votes.schema, preds["confidence"].to_numpy(),
                       out / "figures", log)
         if votes.kind == "dirichlet":
             res["dirichlet_nll"] = dirichlet_nll(p, targets_of(src, "votes", rows, votes.schema, "dirichlet"), votes)

@@ -76,9 +76,12 @@ class VoteObjective:
 
     def fractions(self, out: torch.Tensor) -> torch.Tensor:
         """Raw outputs → cumulative vote fractions obeying the tree."""
-        if self.kind == "mse":
-            return self.schema.normalise_votes(out)
-        return self.schema.cumulative_from_conditional(self.schema.shares(concentrations(out)))
+        return self.fractions_of(self.outputs(out))
+
+    def fractions_of(self, p):
+        """Cumulative vote fractions of :meth:`outputs` ``p`` (numpy or torch): ``p`` itself for mse; the
+        concentrations' per-question shares, weighted down the tree, for dirichlet."""
+        return p if self.kind == "mse" else self.schema.cumulative_from_counts(p)
 
     def outputs(self, out: torch.Tensor) -> torch.Tensor:
         """What inference averages over transforms and members: cumulative fractions (mse) or the
