@@ -214,7 +214,7 @@ def test_augment_experiment_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setattr(morphology, "measure", quick_measure)
 
     cfg = gcfg.AugmentConfig(out=str(tmp_path / "aug"), generator_size="micro", n_train=200, n_test_per_class=3,
-                             n_generated=12, generator_epochs=1, classifier_epochs=1, width=4, steps=3, seeds=(0,),
+                             n_generated=12, generator_updates=2, classifier_epochs=1, width=4, steps=3, seeds=(0,),
                              rare_class="merging", n_reference_per_class=4, fidelity_per_class=2, judge_epochs=2,
                              progress=False)
     table = run_augment(cfg, log=lambda *a: None)
@@ -348,6 +348,26 @@ def test_measure_fidelity_on_a_generator_run(trained, tmp_path):
     assert again["frechet"] == res["frechet"]
 
 
+def test_fidelity_verb_writes_into_the_generator_run_and_refuses_a_non_class_judge(trained, tmp_path, capsys):
+    import shutil
+
+    from galmo.methods.generative.fidelity import FIDELITY_JSON
+
+    run = shutil.copytree(trained, tmp_path / "gen")
+    real = two_classes(tmp_path / "real.h5", n=16, seed=7)
+    assert main(["fidelity", "--generator", str(run), "--data", str(real), "--per-class", "3", "--steps", "3",
+                 "--no-morphology", "--no-progress"]) == 0
+    res = json.loads((run / FIDELITY_JSON).read_text())
+    assert res["settings"]["per_class"] == 3 and res["settings"]["real"] == str(real)
+    assert [r["class"] for r in res["frechet"]] == ["Disc", "Empty", "all"] and "morphology" not in res
+    disc, empty = res["frechet"][:2]  # discs and sky: both far above zero, and each class its own floor
+    assert disc["fd_generated_real"] > 0 and empty["fd_generated_real"] > 0 and disc["n"] == empty["n"] == 3
+    assert "fidelity.json" in capsys.readouterr().out
+    assert main(["fidelity", "--generator", str(run), "--judge", str(trained), "--per-class", "2", "--steps", "2",
+                 "--no-morphology", "--no-progress"]) == 2
+    assert "galmo: error:" in (err := capsys.readouterr().err) and "not a supervised run" in err
+
+
 def test_demo_generative_section_quick(tmp_path):
     src = two_classes(tmp_path / "two.h5", n=64)
     run = tmp_path / "demo"
@@ -363,7 +383,7 @@ def test_rare_feature_case_generates_from_the_votes_of_the_rare_galaxies(tmp_pat
     from galmo.methods.generative.rare_feature import run_rare_feature
 
     cfg = gcfg.AugmentConfig(out=str(tmp_path), generator_size="micro", n_train=60, n_test_per_class=3, n_generated=6,
-                             generator_epochs=1, classifier_epochs=1, width=4, steps=2, seeds=(0,),
+                             generator_updates=2, classifier_epochs=1, width=4, steps=2, seeds=(0,),
                              rare_feature="dust_lane", progress=False)
     res = run_rare_feature(cfg, tmp_path, log=lambda *a: None)
     assert res["label"] == "dust lane" and res["n_train"]["dust lane"] == 4 and res["n_test"]["dust lane"] == 3

@@ -1,4 +1,4 @@
-"""``galmo train-generator``, ``galmo generate``, ``galmo augment``: the generative method's verbs.
+"""``galmo train-generator``, ``galmo generate``, ``galmo fidelity``, ``galmo augment``: the generative method's verbs.
 
 Every flag comes from the configs of :mod:`galmo.methods.generative.config` (argparse → config → one
 library call); ``galmo run CONFIG.json`` re-runs a generator training through :func:`run_config`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from galmo.methods.generative.config import AugmentConfig, GenerateConfig, GeneratorConfig
+from galmo.methods.generative.config import AugmentConfig, FidelityConfig, GenerateConfig, GeneratorConfig
 
 
 def register(sub) -> None:
@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # testing the resume
     add_verb(sub, "generate", "generate galaxies of a class or vote vector with a trained generator (Galaxy10 "
              "HDF5)", GenerateConfig, cmd_generate, out_kind="file", required=("generator", "out"))
+    add_verb(sub, "fidelity", "how close a generator's galaxies are to real ones: Fréchet distances with their "
+             "floor, statmorph parameters, a judge's accuracy", FidelityConfig, cmd_fidelity, required=("generator",))
     add_verb(sub, "augment", "the rare-class experiment: a classifier as is, with generated rare galaxies, with "
              "the rare class oversampled", AugmentConfig, cmd_augment, out_kind="dir", required=("out",))
 
@@ -46,6 +48,17 @@ def cmd_generate(args) -> int:
     from galmo.methods.generative.run import run_generate
 
     run_generate(GenerateConfig.from_args(args))
+    return 0
+
+
+def cmd_fidelity(args) -> int:
+    from galmo.methods.generative.fidelity import measure_fidelity
+
+    cfg = FidelityConfig.from_args(args)
+    measure_fidelity(cfg.generator, cfg.data, per_class=cfg.per_class, judge=cfg.judge, guidance=cfg.guidance,
+                     steps=cfg.steps, seed=cfg.seed, morphology=cfg.morphology, device=cfg.device,
+                     progress=cfg.progress)
+    print(f"fidelity: {Path(cfg.generator) / 'fidelity.json'} (report: {Path(cfg.generator) / 'report.html'})")
     return 0
 
 

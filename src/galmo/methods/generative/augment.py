@@ -58,6 +58,20 @@ def simulate_sets(cfg: AugmentConfig, out: Path, px: int) -> tuple[Path, Path, P
     return tuple(out / "sims" / f"{name}.h5" for name in sets)
 
 
+def generator_options(cfg: AugmentConfig, train: Path, **more) -> dict:
+    """``train_generator`` options of one of the experiment's generators: ``cfg.generator_updates`` optimizer
+    steps as whole epochs of the training set ``train`` (less the generator's validation split)."""
+    from galmo.methods.generative.config import GeneratorConfig
+    from galmo.sources import open_source
+
+    n = len(open_source(train))
+    n_fit = n - int(round(GeneratorConfig.val_frac * n))
+    per_epoch = max(1, -(-n_fit // cfg.generator_batch_size))
+    return dict(generator_size=cfg.generator_size, epochs=max(1, round(cfg.generator_updates / per_epoch)),
+                batch_size=cfg.generator_batch_size, precision=cfg.generator_precision, device=cfg.device,
+                progress=cfg.progress, grid_per_class=2, **more)
+
+
 def write_merged(out: Path, base: Path, extra: dict | None) -> Path:
     """A Galaxy10 HDF5 of ``base``'s images, labels and ids plus ``extra`` ({"images", "ans", "id"})."""
     import h5py
@@ -139,8 +153,7 @@ def run_augment(cfg: AugmentConfig, log=print) -> pd.DataFrame:
     gen_run = out / "generator"
     if not (gen_run / "model.safetensors").exists():
         log(f"[augment] training the {cfg.generator_size} generator on {train}")
-        train_generator(str(train), str(gen_run), generator_size=cfg.generator_size, epochs=cfg.generator_epochs,
-                        device=cfg.device, progress=cfg.progress, grid_per_class=2, log=log)
+        train_generator(str(train), str(gen_run), log=log, **generator_options(cfg, train))
     rows, fid = [], {}
     for seed in cfg.seeds:
         generated = out / "sims" / f"generated_s{seed}.h5"

@@ -100,7 +100,8 @@ def generated_feature(cfg, gen_run: Path, train: Path, out: Path, seed: int) -> 
 
 def run_rare_feature(cfg, out: Path, log=print) -> dict:
     """Run (or finish) the rare-feature case in ``out/feature``; returns its summary for metrics.json."""
-    from galmo.methods.generative.augment import oversampled, summarise, train_and_score, write_merged
+    from galmo.methods.generative.augment import (generator_options, oversampled, summarise, train_and_score,
+                                                  write_merged)
     from galmo.methods.generative.run import train_generator
     from galmo.nn.models.diffusion import SIZES
 
@@ -109,9 +110,7 @@ def run_rare_feature(cfg, out: Path, log=print) -> dict:
     gen_run = folder / "generator"
     if not (gen_run / "model.safetensors").exists():
         log(f"[augment] rare feature {cfg.rare_feature}: training the vote-conditioned generator on {train}")
-        train_generator(str(train), str(gen_run), condition="votes", generator_size=cfg.generator_size,
-                        epochs=cfg.generator_epochs, device=cfg.device, progress=cfg.progress, grid_per_class=2,
-                        log=log)
+        train_generator(str(train), str(gen_run), log=log, **generator_options(cfg, train, condition="votes"))
     name, rows = FEATURES[cfg.rare_feature][2][1], []
     for seed in cfg.seeds:
         gen = _rows(generated_feature(cfg, gen_run, train, folder / f"generated_s{seed}.h5", seed))
