@@ -25,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from galmo.nn.onnx_graph import simplify, static_padding
+
 RTOL = 1e-4
 OPSET = 18
 PROBE_ROWS = 8
+EXPORT_REVISION = 2  # how galmo shapes an export (2: static SAME pads merged into the convolutions, onnx_graph)
 RUN_ROWS = 64  # rows per ONNX Runtime call: larger batches ran slower (activations out of cache), measured
 # Bounds: models trained and used once (a probe's CNN per fold, a denoiser) export files no later run
 # reuses; the least recently used files beyond these go, and at most MAX_SESSIONS stay loaded.
@@ -44,7 +47,8 @@ def _versions() -> str:
 
     from galmo import __version__ as galmo_version
 
-    return f"torch={torch.__version__};onnxruntime={onnxruntime.__version__};galmo={galmo_version};opset={OPSET}"
+    return (f"torch={torch.__version__};onnxruntime={onnxruntime.__version__};galmo={galmo_version};opset={OPSET};"
+            f"export={EXPORT_REVISION}")
 
 
 def weights_hash(module: torch.nn.Module) -> str:
@@ -240,19 +244,25 @@ class OnnxRunner:
             with warnings.catch_warnings(), _quiet_fds():
                 warnings.simplefilter("ignore")
                 with torch.no_grad():
-                    torch.onnx.export(self.module, tuple(probe), buf, dynamo=False, opset_version=OPSET,
+                    torch.onnx.export(static_padding(self.module, *probe), tuple(probe), buf, dynamo=False,
+                                      opset_version=OPSET,
                                       input_names=names, output_names=["y"],
                                       dynamic_axes={**{n: {0: "batch"} for n in names}, "y": {0: "batch"}})
             stats["exports"] += 1
         except Exception as e:  # noqa: BLE001 - any exporter refusal means: stay on torch
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             return f"it does not export to ONNX: {type(e).__name__}: {msg}"
+        data = buf.getvalue()
+        try:
+            data = simplify(data)
+        except Exception:  # noqa: BLE001 - the clean-up is an optimisation: the plain export still runs
+            pass
         try:
             import onnxruntime as ort
 
             so = ort.SessionOptions()
             so.intra_op_num_threads = torch.get_num_threads()
-            s = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+            s = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
             got = s.run(None, {n: p.numpy() for n, p in zip(names, probe)})[0]
         except Exception as e:  # noqa: BLE001
             return f"ONNX Runtime cannot run its export: {type(e).__name__}: {str(e)[:200]}"
@@ -263,7 +273,7 @@ class OnnxRunner:
 
         try:
             with atomic_path(path) as tmp:
-                Path(tmp).write_bytes(buf.getvalue())
+                Path(tmp).write_bytes(data)
         except Exception as e:  # noqa: BLE001 - a read-only cache: stay on torch
             return f"cannot write {path}: {e}"
         return None
