@@ -124,3 +124,30 @@ def test_plots_leave_the_users_backend_and_style_alone(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "b.png").format == "PNG"
+
+
+def test_montage_shows_each_galaxy_in_its_cell_upright(tmp_path):
+    """Same-shape images become one mosaic: read back, the cells sit in three columns, each holds its
+    image's colour, and an image's first rows (origin "lower": its bottom) are drawn at the cell's bottom."""
+    import matplotlib.image as mpimg
+
+    from galmo.plots import montage
+
+    imgs = []
+    for k in range(6):
+        im = np.zeros((16, 16, 3), np.uint8)
+        im[..., k % 3] = 200
+        im[:4] = 100  # rows 0-3, grey: the bottom of the drawn cell
+        imgs.append(im)
+    path = montage(imgs, tmp_path / "m.png", titles=[f"g{k}" for k in range(6)], ncols=3)
+    png = mpimg.imread(path)[..., :3]
+    inside = png.sum(-1) < 2.9  # not white
+    cols = np.flatnonzero(inside.any(0))
+    assert 1 + int((np.diff(cols) > 1).sum()) == 3  # three columns of cells
+    first_cols = cols[:np.argmax(np.diff(cols) > 1)]
+    rows = np.flatnonzero(inside[:, first_cols].all(1))
+    cell = png[rows[0]:rows[0] + len(first_cols), first_cols]  # cell 0: red, grey at its bottom
+    top, bottom = cell[:len(cell) // 4].mean((0, 1)), cell[-len(cell) // 8:].mean((0, 1))
+    assert top[0] > 0.6 and top[1] < 0.15 and bottom[1] > 0.3
+    mixed = montage(imgs[:5] + [imgs[5][:8, :8]], tmp_path / "mixed.png", ncols=3)  # other shapes: one axes each
+    assert mpimg.imread(mixed).shape[0] > 50

