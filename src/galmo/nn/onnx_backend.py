@@ -254,7 +254,8 @@ class OnnxRunner:
             return f"it does not export to ONNX: {type(e).__name__}: {msg}"
         data = buf.getvalue()
         try:
-            data = simplify(data)
+            with _quiet_fds():  # ONNX Runtime's C++ logger notes each initializer the folding leaves unused
+                data = simplify(data)
         except Exception:  # noqa: BLE001 - the clean-up is an optimisation: the plain export still runs
             pass
         try:

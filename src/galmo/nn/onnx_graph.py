@@ -151,6 +151,9 @@ def fuse_pads(data: bytes) -> tuple[bytes, int]:
         fused.append(n)
     for n in fused:
         g.node.remove(n)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    for init in [i for i in g.initializer if i.name not in used]:  # the merged pads' amounts
+        g.initializer.remove(init)
     return (proto.SerializeToString() if fused else data), len(fused)
 
 
