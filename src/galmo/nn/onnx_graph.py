@@ -48,11 +48,11 @@ def _same_conv_class():
 def static_padding(module: torch.nn.Module, *example) -> torch.nn.Module:
     """``module`` itself when it holds no ``Conv2dSame``; else a copy in which each one pads by the
     constant amounts of the input size it gets from ``example`` (one forward pass records them)."""
-    from timm.layers.padding import get_same_padding
-
     same = _same_conv_class()
     if same is None or not any(isinstance(m, same) for m in module.modules()):
         return module
+    from timm.layers.padding import get_same_padding
+
     module = copy.deepcopy(module)
     sizes, hooks = {}, []
     for name, m in module.named_modules():
@@ -158,7 +158,12 @@ def fuse_pads(data: bytes) -> tuple[bytes, int]:
 
 
 def simplify(data: bytes) -> bytes:
-    """:func:`fold_constants`, then :func:`fuse_pads` (unchanged when there is no pad to merge)."""
+    """:func:`fold_constants`, then :func:`fuse_pads`; ``data`` unchanged when it has no ``Pad`` node (most
+    exports: the folding session is not worth building for them) or no pad to merge."""
+    import onnx
+
+    if not any(n.op_type == "Pad" for n in onnx.load_from_string(data).graph.node):
+        return data
     folded = fold_constants(data)
     fused, n = fuse_pads(folded)
     return fused if n else data
